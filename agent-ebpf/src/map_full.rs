@@ -1,0 +1,33 @@
+//! Counters of insertions that failed because a bounded map was full.
+//!
+//! One `u64` per map in the [`MAP_FULL`] array, indexed by [`MapId`]. The
+//! exporter publishes them as `stallwatch_map_full_total{map}`, so a map that
+//! is too small shows up as a number rather than as silently missing data.
+
+/// Name of the per-map "insert failed: full" counter array.
+pub const MAP_FULL: &str = "MAP_FULL";
+
+/// The bounded maps whose overflow is counted.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapId {
+    /// Per-task run-queue state (`RUNQ_TASKS`).
+    RunqTasks = 0,
+    /// Per-cgroup run-queue latency histograms (`RUNQ_HIST`).
+    RunqHist = 1,
+}
+
+impl MapId {
+    pub const ALL: [Self; 2] = [Self::RunqTasks, Self::RunqHist];
+
+    /// The map's name, as in the `map` label.
+    pub const fn map_name(self) -> &'static str {
+        match self {
+            Self::RunqTasks => crate::runqueue::TASKS_MAP,
+            Self::RunqHist => crate::runqueue::HIST_MAP,
+        }
+    }
+}
+
+/// Number of entries in [`MAP_FULL`].
+pub const MAP_FULL_ENTRIES: u32 = MapId::ALL.len() as u32;

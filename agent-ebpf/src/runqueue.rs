@@ -1,0 +1,77 @@
+//! CPU run-queue latency: the ABI of the `runqueue` probes.
+//!
+//! For every task, the probes measure the time from becoming runnable (woken,
+//! or preempted while still runnable) to running on a CPU, and add it to the
+//! histogram of the task's cgroup v2. See `src/probes/runqueue.rs`.
+
+/// Per-task state, keyed by the kernel's task id (the thread's pid).
+pub const TASKS_MAP: &str = "RUNQ_TASKS";
+/// Per-cgroup latency histograms, keyed by [`crate::CgroupId`].
+pub const HIST_MAP: &str = "RUNQ_HIST";
+/// The global that carries tracepoint field offsets, read from tracefs.
+pub const FIELDS_GLOBAL: &str = "RUNQ_FIELDS";
+
+/// Default capacity of [`TASKS_MAP`]: threads alive on the node at once.
+pub const DEFAULT_MAX_TASKS: u32 = 65_536;
+/// Default capacity of [`HIST_MAP`]: cgroups with run-queue samples.
+pub const DEFAULT_MAX_CGROUPS: u32 = 4_096;
+
+/// `prev_state` bits of `sched_switch` that mean the task went to sleep or
+/// died (`S D T t X Z P I`). A preempted task reports only the bit above them
+/// (`TASK_REPORT_MAX`, printed as `R+`), a yielding one reports 0: both are
+/// still runnable.
+pub const TASK_SLEEP_STATE_MASK: u64 = 0xff;
+/// `prev_state` bits of a task's last switch-out (`X` and `Z`).
+pub const TASK_EXIT_STATE_MASK: u64 = 0x10 | 0x20;
+
+/// What the probes remember about one task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskWait {
+    /// `bpf_ktime_get_ns()` when the task last became runnable; 0 while it
+    /// runs or sleeps.
+    pub runnable_since_ns: u64,
+    /// A wait measured when the task was switched in, not yet added to a
+    /// histogram: it is added at the task's next switch-out, when the task is
+    /// `current` and its cgroup is therefore known exactly.
+    pub pending_wait_ns: u64,
+}
+
+/// Byte offsets and sizes of the tracepoint fields the probes read, taken
+/// from the tracefs `format` files at start-up (there is no CO-RE for these
+/// programs, so nothing is hard-coded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedFields {
+    /// `sched_switch.prev_pid` (a 4-byte `pid_t`).
+    pub switch_prev_pid: u32,
+    /// `sched_switch.prev_state`.
+    pub switch_prev_state: u32,
+    /// Size of `sched_switch.prev_state`: 8 (`long`) or 4.
+    pub switch_prev_state_size: u32,
+    /// `sched_switch.next_pid`.
+    pub switch_next_pid: u32,
+    /// `sched_wakeup.pid`.
+    pub wakeup_pid: u32,
+    /// `sched_wakeup_new.pid`.
+    pub wakeup_new_pid: u32,
+}
+
+impl SchedFields {
+    pub const UNSET: Self = Self {
+        switch_prev_pid: 0,
+        switch_prev_state: 0,
+        switch_prev_state_size: 0,
+        switch_next_pid: 0,
+        wakeup_pid: 0,
+        wakeup_new_pid: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `#[repr(C)]` and made only of `u64`s: no padding, any bits valid.
+    unsafe impl aya::Pod for super::TaskWait {}
+    // SAFETY: `#[repr(C)]` and made only of `u32`s: no padding, any bits valid.
+    unsafe impl aya::Pod for super::SchedFields {}
+}

@@ -1,0 +1,134 @@
+//! Command line: `agent run` and its flags. Every flag can also be set from
+//! an environment variable, because a DaemonSet configures through env.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use agent_ebpf::runqueue::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::probes::Signal;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "stallwatch: what each container waits for (CPU run queue, throttling, memory, disk, network), from eBPF, for Prometheus"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the probes and serve /metrics, /healthz and /readyz.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "STALLWATCH_LISTEN", default_value = "0.0.0.0:9740")]
+    pub listen: SocketAddr,
+
+    /// The cgroup2 mount [default: found in /proc/self/mountinfo].
+    #[arg(long, env = "STALLWATCH_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
+    /// The tracefs mount [default: /sys/kernel/tracing or /sys/kernel/debug/tracing, mounted if absent].
+    #[arg(long, env = "STALLWATCH_TRACEFS")]
+    pub tracefs: Option<PathBuf>,
+
+    /// Signals to measure, comma-separated.
+    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue])]
+    pub probes: Vec<Signal>,
+
+    /// Capacity of the per-task map: threads alive at once on the node.
+    /// Preallocated, about 80 bytes per entry; overflow is counted in stallwatch_map_full_total.
+    #[arg(long, env = "STALLWATCH_MAX_TASKS", default_value_t = DEFAULT_MAX_TASKS,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_tasks: u32,
+
+    /// Capacity of each per-cgroup histogram map: cgroups with samples at once.
+    /// Preallocated, about 450 bytes per entry; overflow is counted in stallwatch_map_full_total.
+    #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub max_cgroups: u32,
+
+    /// Rescan the cgroup tree at least this often, to forget removed cgroups (e.g. 10s, 500ms, 1m).
+    #[arg(long, env = "STALLWATCH_CGROUP_RESCAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub cgroup_rescan_interval: Duration,
+
+    /// Log format.
+    #[arg(long, env = "STALLWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `agent=debug`).
+    #[arg(long, env = "STALLWATCH_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `250ms`, `10s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 10s, 500ms or 1m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn defaults_work_on_a_plain_node() {
+        let cli = Cli::try_parse_from(["agent", "run"]).expect("parses");
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.listen.to_string(), "0.0.0.0:9740");
+        assert_eq!(args.probes, vec![Signal::Runqueue]);
+        assert_eq!(args.max_tasks, DEFAULT_MAX_TASKS);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_flag_named() {
+        let err =
+            Cli::try_parse_from(["agent", "run", "--listen", "nowhere"]).expect_err("bad address");
+        assert!(err.to_string().contains("--listen"), "{err}");
+        let err = Cli::try_parse_from(["agent", "run", "--probes", "runqueue,teleport"])
+            .expect_err("bad probe");
+        assert!(err.to_string().contains("teleport"), "{err}");
+        let err = Cli::try_parse_from(["agent", "run", "--max-tasks", "5"]).expect_err("too small");
+        assert!(err.to_string().contains("--max-tasks"), "{err}");
+    }
+}

@@ -1,0 +1,185 @@
+//! `agent`: stallwatch's node daemon and command line.
+//!
+//! `agent run` loads the probes, scans the cgroup tree and serves Prometheus
+//! metrics until SIGTERM or SIGINT. Errors reach the user here, with context.
+
+mod cgroup_mount;
+mod cgroup_tree;
+mod cli;
+mod collector;
+mod exposition;
+mod http;
+mod identity;
+mod labels;
+mod privileges;
+mod probes;
+mod tracefs;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::{
+    io::unix::AsyncFd,
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cgroup_tree::CgroupTree,
+    cli::{Cli, Command, LogFormat, RunArgs},
+    collector::Collector,
+    exposition::Exporter,
+    probes::{MapSizes, ProbeState, Probes},
+    tracefs::Tracefs,
+};
+
+/// The longest a shutdown may take: in-flight scrapes get this long.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// An unknown cgroup id triggers a rescan at most this often.
+const MIN_RESCAN: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("agent: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log-level `{filter}`"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_agent(args))
+}
+
+async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    privileges::check()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let cgroup_root = cgroup_mount::cgroup2_root(args.cgroup_root.as_deref())?;
+    let tracefs = match Tracefs::locate(args.tracefs.as_deref()) {
+        Ok(tracefs) => Some(tracefs),
+        Err(e) => {
+            tracing::error!("{e}; probes that need tracepoints will be down");
+            None
+        }
+    };
+
+    let sizes = MapSizes {
+        max_tasks: args.max_tasks,
+        max_cgroups: args.max_cgroups,
+    };
+    let mut probes = Probes::load(tracefs.as_ref(), &args.probes, sizes)?;
+    for status in &probes.status {
+        match &status.state {
+            ProbeState::Up => tracing::info!(probe = status.signal.name(), "probe attached"),
+            ProbeState::Down(why) => {
+                tracing::error!(probe = status.signal.name(), "probe is down: {why}")
+            }
+        }
+    }
+    let probe_logs = probes
+        .logger
+        .take()
+        .map(|logger| tokio::spawn(forward_probe_logs(logger)));
+
+    let tree = CgroupTree::new(cgroup_root.clone(), MIN_RESCAN, args.cgroup_rescan_interval);
+    let collector = Collector::new(probes, tree)
+        .with_context(|| format!("scanning the cgroup2 tree at {}", cgroup_root.display()))?;
+    let exporter = Arc::new(Exporter::new(collector));
+    let state = Arc::new(http::AppState {
+        registry: exposition::registry(exporter.clone()),
+        exporter: exporter.clone(),
+    });
+
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    tracing::info!(
+        cgroup_root = %cgroup_root.display(),
+        tracefs = %tracefs.as_ref().map(|t| t.root().display().to_string()).unwrap_or_default(),
+        "serving metrics on http://{local}/metrics"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(http::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        result = &mut server => {
+            result.context("the HTTP server task failed")?.context("serving HTTP")?;
+            anyhow::bail!("the HTTP server stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not close in {SHUTDOWN_GRACE:?}; closing them");
+        server.abort();
+    }
+    if let Some(task) = probe_logs {
+        task.abort();
+    }
+    // Dropping the exporter drops the eBPF object, which detaches every probe.
+    drop(exporter);
+    tracing::info!("probes detached; bye");
+    Ok(())
+}
+
+/// Forwards log records of the probes (aya-log) into the agent's log.
+async fn forward_probe_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and
+    // unchanged until the logger, moved into the AsyncFd, is dropped with it.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot poll the probes' log buffer: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::warn!("polling the probes' log buffer: {e}");
+                return;
+            }
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}

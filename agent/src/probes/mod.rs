@@ -1,0 +1,237 @@
+//! Loading the embedded eBPF object and attaching each signal's probes.
+//!
+//! Maps and globals are set up for all signals at once; programs are loaded
+//! and attached per signal, so one signal that cannot attach (a missing
+//! tracepoint, a verifier rejection) is reported as down while the others
+//! keep working.
+
+pub mod runqueue;
+
+use std::fmt;
+
+use agent_ebpf::map_full::{MAP_FULL, MAP_FULL_ENTRIES, MapId};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData},
+    programs::TracePoint,
+};
+
+use crate::tracefs::Tracefs;
+
+/// The compiled probes, built by `agent/build.rs` from the `agent-ebpf` crate.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The signals that can be enabled, as named on the command line and in the
+/// `probe` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Signal {
+    /// CPU run-queue latency (sched tracepoints).
+    Runqueue,
+}
+
+impl Signal {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Runqueue => runqueue::PROBE,
+        }
+    }
+}
+
+/// Whether a signal's probes are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeState {
+    Up,
+    /// Enabled but not attached; the reason says what failed.
+    Down(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    pub signal: Signal,
+    pub state: ProbeState,
+}
+
+impl fmt::Display for ProbeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            ProbeState::Up => write!(f, "{}: up", self.signal.name()),
+            ProbeState::Down(why) => write!(f, "{}: down: {why}", self.signal.name()),
+        }
+    }
+}
+
+/// Map sizes, from flags.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    pub max_tasks: u32,
+    pub max_cgroups: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "loading the eBPF object failed: {source}{hint}",
+        hint = if is_permission_error(source) {
+            " (the agent needs root, or CAP_BPF and CAP_PERFMON; in Kubernetes add them to the container's securityContext)"
+        } else { "" }
+    )]
+    Object {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn is_permission_error(err: &aya::EbpfError) -> bool {
+    let text = format!("{err:?}");
+    text.contains("PermissionDenied")
+        || text.contains("EPERM")
+        || text.contains("Operation not permitted")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// The loaded probes: the eBPF object (which owns the attachments: dropping
+/// it detaches everything), the maps userspace reads, and each signal's state.
+pub struct Probes {
+    // Kept alive for the attachments it owns.
+    _ebpf: Ebpf,
+    pub status: Vec<ProbeStatus>,
+    pub runqueue: Option<runqueue::RunqueueMaps>,
+    map_full: Array<MapData, u64>,
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl fmt::Debug for Probes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probes")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    /// Loads the object and attaches the probes of every `enabled` signal.
+    /// Only an object that cannot be loaded at all is an error.
+    pub fn load(
+        tracefs: Option<&Tracefs>,
+        enabled: &[Signal],
+        sizes: MapSizes,
+    ) -> Result<Self, LoadError> {
+        let mut status = Vec::new();
+        let runqueue_fields = enabled.contains(&Signal::Runqueue).then(|| match tracefs {
+            Some(tracefs) => runqueue::field_offsets(tracefs).map_err(|e| e.to_string()),
+            None => Err("tracefs is not available".to_owned()),
+        });
+
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, sizes.max_tasks)
+            .map_max_entries(agent_ebpf::runqueue::HIST_MAP, sizes.max_cgroups);
+        let fields = match &runqueue_fields {
+            Some(Ok(fields)) => *fields,
+            _ => agent_ebpf::runqueue::SchedFields::UNSET,
+        };
+        loader.override_global(agent_ebpf::runqueue::FIELDS_GLOBAL, &fields, true);
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| LoadError::Object { source })?;
+
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                tracing::warn!("probe log messages are not available: {e}");
+                None
+            }
+        };
+
+        let mut runqueue = None;
+        if let Some(fields) = runqueue_fields {
+            let state = match fields {
+                Ok(_) => match runqueue::attach(&mut ebpf) {
+                    Ok(()) => {
+                        runqueue = Some(runqueue::RunqueueMaps::take(&mut ebpf)?);
+                        ProbeState::Up
+                    }
+                    Err(e) => ProbeState::Down(error_chain(&e)),
+                },
+                Err(why) => ProbeState::Down(why),
+            };
+            status.push(ProbeStatus {
+                signal: Signal::Runqueue,
+                state,
+            });
+        }
+
+        let map_full = take_map(&mut ebpf, MAP_FULL)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            status,
+            runqueue,
+            map_full,
+            logger,
+        })
+    }
+
+    /// How many inserts into each bounded map failed because it was full.
+    pub fn map_full_counts(&self) -> [(MapId, u64); MAP_FULL_ENTRIES as usize] {
+        MapId::ALL.map(|id| (id, self.map_full.get(&(id as u32), 0).unwrap_or(0)))
+    }
+}
+
+/// Loads and attaches one tracepoint program.
+pub(crate) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    event: &str,
+) -> Result<(), AttachError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram(program))?
+        .try_into()
+        .map_err(|source| AttachError::Program { program, source })?;
+    prog.load()
+        .map_err(|source| AttachError::Program { program, source })?;
+    prog.attach(category, event)
+        .map_err(|source| AttachError::Program { program, source })?;
+    Ok(())
+}
+
+/// Takes a map out of the object, converted to its typed form.
+pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
