@@ -101,26 +101,26 @@ impl Collector {
     pub fn collect(&mut self) -> View<'_> {
         let started = Instant::now();
         self.runqueue.clear();
-        if let Some(maps) = &self.probes.runqueue {
-            if let Err(e) = maps.read_into(&mut self.runqueue) {
-                tracing::warn!(
-                    "reading the run-queue histograms failed: {}",
-                    error_chain(&e)
-                );
-            }
+        if let Some(maps) = &self.probes.runqueue
+            && let Err(e) = maps.read_into(&mut self.runqueue)
+        {
+            tracing::warn!(
+                "reading the run-queue histograms failed: {}",
+                error_chain(&e)
+            );
         }
 
         let missed = self
             .runqueue
             .iter()
             .any(|(id, _)| self.tree.get(*id).is_none());
-        if self.tree.scan_due(Instant::now(), missed) {
-            if let Err(e) = self.tree.scan(Instant::now()) {
-                tracing::warn!(
-                    "rescanning cgroups failed, keeping the last scan: {}",
-                    error_chain(&e)
-                );
-            }
+        if self.tree.scan_due(Instant::now(), missed)
+            && let Err(e) = self.tree.scan(Instant::now())
+        {
+            tracing::warn!(
+                "rescanning cgroups failed, keeping the last scan: {}",
+                error_chain(&e)
+            );
         }
         self.forget_vanished(started);
         self.last_collect = started.elapsed();
@@ -152,13 +152,13 @@ impl Collector {
             }
             let first_seen = *unresolved.entry(*id).or_insert(read_at);
             if last_scan.is_some_and(|scan| scan > first_seen) {
-                if let Some(maps) = probes.runqueue.as_mut() {
-                    if let Err(e) = maps.forget(*id) {
-                        tracing::warn!(
-                            "deleting run-queue state of cgroup {id}: {}",
-                            error_chain(&e)
-                        );
-                    }
+                if let Some(maps) = probes.runqueue.as_mut()
+                    && let Err(e) = maps.forget(*id)
+                {
+                    tracing::warn!(
+                        "deleting run-queue state of cgroup {id}: {}",
+                        error_chain(&e)
+                    );
                 }
                 unresolved.remove(id);
                 return false;

@@ -140,11 +140,11 @@ fn is_container_id(s: &str) -> bool {
 fn parse_plain<'a>(segments: &[&'a str]) -> Identity<'a> {
     let mut identity = Identity::default();
     for (i, segment) in segments.iter().enumerate() {
-        if *segment == "docker" {
-            if let Some(id) = segments.get(i + 1).copied().filter(|s| is_container_id(s)) {
-                identity.container_id = Some(id);
-                return identity;
-            }
+        if *segment == "docker"
+            && let Some(id) = segments.get(i + 1).copied().filter(|s| is_container_id(s))
+        {
+            identity.container_id = Some(id);
+            return identity;
         }
         if let Some(id) = container_id_of(segment).filter(|_| segment.ends_with(".scope")) {
             identity.container_id = Some(id);

@@ -265,7 +265,7 @@ impl EventFormat {
     }
 }
 
-/// `field:pid_t prev_pid;	offset:24;	size:4;	signed:1;`
+/// `field:pid_t prev_pid;<TAB>offset:24;<TAB>size:4;<TAB>signed:1;`
 fn parse_field(line: &str) -> Result<Field, &'static str> {
     let mut decl = None;
     let mut offset = None;

@@ -1,1 +1,423 @@
+//! Harness for black-box tests of the built `agent` binary: start it as a
+//! user would, make cgroups and workloads, scrape it, and clean up after
+//! every test, also when it fails (everything here cleans up on drop).
 
+use std::{
+    fs,
+    io::Write as _,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The agent binary under test: `STALLWATCH_AGENT_BIN` (set by `cargo xtask
+/// test`), else the workspace's release or debug build.
+pub fn agent_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("STALLWATCH_AGENT_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    for profile in ["release", "debug"] {
+        let candidate = target.join(profile).join("agent");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "no agent binary: run the tests with `cargo xtask test`, or build with `cargo build -p agent`"
+    );
+}
+
+/// Whether a privileged test can run. As root under `cargo xtask test`
+/// (`STALLWATCH_REQUIRE_PRIVILEGED=1`) a test that cannot run fails; as
+/// another user it is skipped with the reason printed.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var_os("STALLWATCH_REQUIRE_PRIVILEGED").is_some() {
+        panic!("{test} needs root");
+    }
+    eprintln!("SKIPPED {test}: needs root to load eBPF programs and create cgroups");
+    false
+}
+
+/// A running agent, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `agent run` on a free loopback port and waits until /readyz is 200.
+    pub fn start(extra_args: &[&str]) -> Self {
+        let agent = Self::spawn(extra_args);
+        agent.wait_for("/readyz", 200, Duration::from_secs(30));
+        agent
+    }
+
+    /// Starts `agent run` without waiting for readiness.
+    pub fn spawn(extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!(
+            "stallwatch-agent-{}-{port}.log",
+            std::process::id()
+        ));
+        let log_file =
+            fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let child = Command::new(agent_bin())
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", agent_bin().display()));
+        Self {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    /// Polls `path` until it answers `status`, or panics with the agent's log.
+    pub fn wait_for(&self, path: &str, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        while Instant::now() < deadline {
+            match self.get(path) {
+                Ok((s, _)) if s == status => return,
+                other => last = Some(other),
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{path} did not answer {status} within {within:?} (last: {last:?}); agent log:\n{}",
+            self.log()
+        );
+    }
+
+    /// `GET path` → (status, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.get_with(path, None)
+    }
+
+    pub fn get_with(&self, path: &str, accept: Option<&str>) -> Result<(u16, String), String> {
+        let mut request = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port));
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        let config = request.config().http_status_as_error(false).build();
+        let mut response = config.call().map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    /// Scrapes /metrics in the Prometheus text format.
+    pub fn scrape(&self) -> Scrape {
+        match self.get("/metrics") {
+            Ok((200, text)) => Scrape { text },
+            other => panic!("scrape failed: {other:?}; agent log:\n{}", self.log()),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("the agent was already stopped"));
+        let started = Instant::now();
+        signal(&child, libc::SIGTERM);
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (status, started.elapsed());
+            }
+            if Instant::now() > deadline {
+                signal(&child, libc::SIGKILL);
+                let status = child
+                    .wait()
+                    .unwrap_or_else(|e| panic!("waiting for the agent: {e}"));
+                return (status, started.elapsed());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn free_port() -> u16 {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding a free port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("reading the free port: {e}"))
+        .port()
+}
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on hybrid ones.
+pub fn cgroup2_root() -> PathBuf {
+    for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let path = PathBuf::from(candidate);
+        let is_v2 = fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.contains(" - cgroup2 ") && l.split_whitespace().nth(4) == Some(candidate)
+            })
+        });
+        if is_v2 {
+            return path;
+        }
+    }
+    panic!("no cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+}
+
+/// A cgroup2 directory made for one test, removed when dropped.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// The path relative to the cgroup2 root, as in the `cgroup` label.
+    pub label: String,
+}
+
+impl TestCgroup {
+    pub fn create(name: &str) -> Self {
+        let root = cgroup2_root();
+        let label = format!("/stallwatch-test-{}-{name}", std::process::id());
+        let path = root.join(label.trim_start_matches('/'));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+        Self { path, label }
+    }
+
+    /// Moves a process into this cgroup (in the cgroup2 hierarchy only: a
+    /// hybrid host's v1 memory cgroup is left alone).
+    pub fn add(&self, pid: u32) {
+        let procs = self.path.join("cgroup.procs");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", procs.display()));
+        file.write_all(pid.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Members exit asynchronously after being killed: retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        if self.path.exists() {
+            eprintln!(
+                "warning: could not remove test cgroup {}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A workload process this test started, killed by its PID when dropped.
+pub struct Workload {
+    child: Child,
+}
+
+impl Workload {
+    /// A shell loop that never sleeps.
+    pub fn cpu_hog() -> Self {
+        Self::shell("while :; do :; done")
+    }
+
+    /// A shell loop that wakes up every `interval_ms` and does almost nothing.
+    pub fn sleeper(interval_ms: u32) -> Self {
+        Self::shell(&format!(
+            "while :; do sleep {}; done",
+            f64::from(interval_ms) / 1000.0
+        ))
+    }
+
+    fn shell(script: &str) -> Self {
+        let child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting /bin/sh: {e}"));
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Pins the process (and the children it starts from now on) to one CPU.
+    pub fn pin_to_cpu(self, cpu: usize) -> Self {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity
+        // reads it and changes only the scheduling of our own child.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(
+                self.pid() as i32,
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &set,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity({}, cpu {cpu}): {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
+        self
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// One scrape in the Prometheus text format.
+pub struct Scrape {
+    pub text: String,
+}
+
+/// A histogram series read back from a scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// (le, cumulative count), `+Inf` as `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// The fraction of samples above `seconds` (which must be a bucket bound).
+    pub fn fraction_above(&self, seconds: f64) -> f64 {
+        let at_or_below = self
+            .buckets
+            .iter()
+            .find(|(le, _)| (*le - seconds).abs() < 1e-12)
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("{seconds} is not a bucket bound"));
+        if self.count == 0 {
+            0.0
+        } else {
+            1.0 - at_or_below as f64 / self.count as f64
+        }
+    }
+}
+
+impl Scrape {
+    /// The histogram `name` whose `cgroup` label is `cgroup`, if exported.
+    pub fn histogram(&self, name: &str, cgroup: &str) -> Option<Histogram> {
+        let selector = format!("cgroup=\"{cgroup}\"");
+        let mut hist = Histogram {
+            buckets: Vec::new(),
+            count: 0,
+            sum: 0.0,
+        };
+        let mut found = false;
+        for line in self
+            .text
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&selector))
+        {
+            let (series, value) = line.rsplit_once(' ')?;
+            let rest = &series[name.len()..];
+            found = true;
+            if rest.starts_with("_count{") {
+                hist.count = value.parse().ok()?;
+            } else if rest.starts_with("_sum{") {
+                hist.sum = value.parse().ok()?;
+            } else if rest.starts_with("_bucket{") {
+                let le = label(series, "le")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                hist.buckets.push((le, value.parse().ok()?));
+            }
+        }
+        found.then_some(hist)
+    }
+
+    /// The value of the first sample of `name` with all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .find(|l| labels.iter().all(|(k, v)| label(l, k) == Some(v)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+/// The value of label `key` in a sample line.
+fn label<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+    let end = line[start..].find('"')? + start;
+    Some(&line[start..end])
+}
+
+/// Runs `promtool check metrics` on an exposition; `Err` holds its complaint.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting promtool (cargo xtask setup installs it): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}

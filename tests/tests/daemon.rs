@@ -1,0 +1,106 @@
+//! The daemon as an operator meets it: endpoints, formats, readiness,
+//! shutdown, and what happens when a probe cannot attach.
+
+use std::time::Duration;
+
+use stallwatch_tests::{Agent, privileged, promtool_check};
+
+#[test]
+fn serves_health_readiness_and_valid_prometheus_text() {
+    if !privileged("daemon endpoints") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    assert_eq!(agent.get("/healthz"), Ok((200, "ok\n".to_owned())));
+    assert_eq!(agent.get("/readyz"), Ok((200, "ready\n".to_owned())));
+
+    let scrape = agent.scrape();
+    if let Err(complaint) = promtool_check(&scrape.text) {
+        panic!(
+            "promtool check metrics failed:\n{complaint}\non:\n{}",
+            scrape.text
+        );
+    }
+    assert_eq!(
+        scrape.value("stallwatch_probe_up", &[("probe", "runqueue")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.value("stallwatch_map_full_total", &[("map", "RUNQ_TASKS")]),
+        Some(0.0)
+    );
+    assert!(scrape.value("stallwatch_build_info", &[]).is_some());
+    assert!(
+        scrape
+            .value("stallwatch_scrape_duration_seconds", &[])
+            .is_some()
+    );
+    assert!(
+        scrape
+            .value("stallwatch_tracked_cgroups", &[])
+            .is_some_and(|n| n >= 1.0)
+    );
+    assert!(!scrape.text.contains("# EOF"));
+}
+
+#[test]
+fn speaks_openmetrics_when_asked() {
+    if !privileged("openmetrics negotiation") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (status, body) = agent.get_with("/metrics", Some(accept)).expect("scrape");
+    assert_eq!(status, 200);
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");
+    assert!(body.contains("# TYPE stallwatch_map_full counter\n"));
+    assert!(body.contains("# UNIT stallwatch_cpu_runqueue_latency_seconds seconds\n"));
+}
+
+#[test]
+fn sigterm_detaches_and_exits_zero_within_two_seconds() {
+    if !privileged("shutdown") {
+        return;
+    }
+    let mut agent = Agent::start(&[]);
+    let (status, took) = agent.terminate();
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        agent.log()
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(agent.log().contains("probes detached"), "{}", agent.log());
+}
+
+#[test]
+fn a_probe_that_cannot_attach_is_reported_not_fatal() {
+    if !privileged("missing tracepoints") {
+        return;
+    }
+    // A tracefs without the sched events: the run-queue probe must be down,
+    // the agent must still serve, and say why.
+    let fake = tempfile_dir();
+    std::fs::create_dir_all(fake.join("events")).expect("mkdir");
+    let agent = Agent::spawn(&["--tracefs", fake.to_str().expect("utf-8")]);
+    agent.wait_for("/healthz", 200, Duration::from_secs(30));
+    let (status, body) = agent.get("/readyz").expect("readyz");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("runqueue: down: tracepoint sched:sched_switch does not exist"),
+        "{body}"
+    );
+    assert_eq!(
+        agent
+            .scrape()
+            .value("stallwatch_probe_up", &[("probe", "runqueue")]),
+        Some(0.0)
+    );
+    let _ = std::fs::remove_dir_all(&fake);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stallwatch-fake-tracefs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

@@ -1,0 +1,104 @@
+//! Run-queue latency, end to end: two CPU hogs sharing one CPU must wait for
+//! whole time slices, and the agent must say so for their cgroup — and not
+//! for an idle sibling.
+
+use std::{thread, time::Duration};
+
+use stallwatch_tests::{Agent, TestCgroup, Workload, privileged};
+
+const METRIC: &str = "stallwatch_cpu_runqueue_latency_seconds";
+/// 2^20 ns, the bucket bound nearest above 1 ms.
+const ABOUT_ONE_MS: f64 = 0.001048576;
+
+#[test]
+fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not() {
+    if !privileged("runqueue end to end") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let busy = TestCgroup::create("busy");
+    let idle = TestCgroup::create("idle");
+    let hogs = [
+        Workload::cpu_hog().pin_to_cpu(0),
+        Workload::cpu_hog().pin_to_cpu(0),
+    ];
+    for hog in &hogs {
+        busy.add(hog.pid());
+    }
+    let sleeper = Workload::sleeper(20).pin_to_cpu(1);
+    idle.add(sleeper.pid());
+
+    thread::sleep(Duration::from_secs(3));
+    let scrape = agent.scrape();
+    drop(hogs);
+    drop(sleeper);
+
+    let busy_hist = scrape
+        .histogram(METRIC, &busy.label)
+        .unwrap_or_else(|| panic!("no {METRIC} series for {}:\n{}", busy.label, scrape.text));
+    assert!(
+        busy_hist.count > 100,
+        "too few samples for the hogs: {busy_hist:?}"
+    );
+    let busy_above = busy_hist.fraction_above(ABOUT_ONE_MS);
+    assert!(
+        busy_above > 0.5,
+        "hogs sharing a CPU should mostly wait > 1 ms, but only {:.0} % did: {busy_hist:?}",
+        busy_above * 100.0
+    );
+    // Sum and count agree with the buckets: mean wait is in the milliseconds.
+    let mean = busy_hist.sum / busy_hist.count as f64;
+    assert!(mean > ABOUT_ONE_MS / 2.0, "mean wait {mean} s");
+
+    let idle_hist = scrape
+        .histogram(METRIC, &idle.label)
+        .unwrap_or_else(|| panic!("no {METRIC} series for {}:\n{}", idle.label, scrape.text));
+    assert!(
+        idle_hist.count > 10,
+        "the sleeper woke up 150 times: {idle_hist:?}"
+    );
+    let idle_above = idle_hist.fraction_above(ABOUT_ONE_MS);
+    eprintln!(
+        "busy: {} samples, {:.0} % > 1 ms, mean {:.2} ms; idle: {} samples, {:.0} % > 1 ms, mean {:.3} ms",
+        busy_hist.count,
+        busy_above * 100.0,
+        mean * 1e3,
+        idle_hist.count,
+        idle_above * 100.0,
+        idle_hist.sum / idle_hist.count as f64 * 1e3
+    );
+    assert!(
+        idle_above < 0.2,
+        "an idle sibling should rarely wait > 1 ms, but {:.0} % did: {idle_hist:?}",
+        idle_above * 100.0
+    );
+}
+
+#[test]
+fn a_removed_cgroup_disappears_from_the_scrape() {
+    if !privileged("runqueue forgets removed cgroups") {
+        return;
+    }
+    let agent = Agent::start(&["--cgroup-rescan-interval", "500ms"]);
+    let label;
+    {
+        let cgroup = TestCgroup::create("short-lived");
+        label = cgroup.label.clone();
+        let sleeper = Workload::sleeper(10);
+        cgroup.add(sleeper.pid());
+        thread::sleep(Duration::from_secs(1));
+        assert!(
+            agent.scrape().histogram(METRIC, &label).is_some(),
+            "the cgroup was never exported"
+        );
+    }
+    // Removed now; a rescan (at most 500 ms later) forgets it.
+    thread::sleep(Duration::from_millis(1200));
+    let _ = agent.scrape();
+    let scrape = agent.scrape();
+    assert!(
+        scrape.histogram(METRIC, &label).is_none(),
+        "{label} is still exported:\n{}",
+        scrape.text
+    );
+}

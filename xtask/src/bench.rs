@@ -1,0 +1,298 @@
+//! `cargo xtask bench`: the agent's overhead on its hottest path.
+//!
+//! Runs the criterion benchmark `agent/benches/context_switch.rs` (a pipe
+//! ping-pong: two wakeups and two context switches per round trip) in
+//! rounds, each round under three conditions in rotating order: no tracing,
+//! the agent running, and a bpftrace script keeping the same per-cgroup
+//! run-queue histogram on the same tracepoints. Each round gives a ratio to
+//! its own baseline, so the machine's drift cancels; the report is the
+//! median ratio. It also reports the agent's peak resident memory.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, run_checked};
+
+const BENCH_ID: &str = "pipe_ping_pong_round_trip";
+const RUNQLAT_BT: &str = include_str!("runqlat.bt");
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Rounds of (none, agent, bpftrace).
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Criterion measurement time per condition and round, in seconds.
+    #[arg(long, default_value_t = 5)]
+    measurement_secs: u32,
+    /// Port the agent listens on during the benchmark (loopback only).
+    #[arg(long, default_value_t = 19740)]
+    port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    Baseline,
+    Agent,
+    Bpftrace,
+}
+
+impl Condition {
+    const ALL: [Self; 3] = [Self::Baseline, Self::Agent, Self::Bpftrace];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "no-tracing",
+            Self::Agent => "stallwatch",
+            Self::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// A process this benchmark started, stopped by its PID when dropped.
+struct Started {
+    child: Child,
+    signal: i32,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+            unsafe { libc::kill(pid, self.signal) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    if !crate::setup::is_root() {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    println!("xtask bench: building the benchmark");
+    run_checked(cargo(root).args([
+        "bench",
+        "--package",
+        "agent",
+        "--bench",
+        "context_switch",
+        "--no-run",
+    ]))?;
+
+    let mut results: Vec<(u32, Condition, f64)> = Vec::new();
+    let mut agent_peak_kib = 0u64;
+    for round in 0..args.rounds {
+        let order = rotate(round);
+        for condition in order {
+            let (ns, peak) = measure(root, agent, args, condition, round)?;
+            println!(
+                "xtask bench: round {} {:>11}: {ns:.0} ns per round trip",
+                round + 1,
+                condition.name()
+            );
+            agent_peak_kib = agent_peak_kib.max(peak);
+            results.push((round, condition, ns));
+        }
+    }
+
+    println!();
+    println!("context-switch load: pipe ping-pong round trip, 2 threads pinned to one CPU");
+    println!(
+        "{:>6} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "round", "none ns", "agent ns", "bpftrace ns", "agent", "bpftrace"
+    );
+    let mut agent_ratios = Vec::new();
+    let mut bpftrace_ratios = Vec::new();
+    for round in 0..args.rounds {
+        let get = |c| {
+            results
+                .iter()
+                .find(|(r, cc, _)| *r == round && *cc == c)
+                .map(|(_, _, ns)| *ns)
+        };
+        let (Some(base), Some(a), Some(b)) = (
+            get(Condition::Baseline),
+            get(Condition::Agent),
+            get(Condition::Bpftrace),
+        ) else {
+            continue;
+        };
+        agent_ratios.push(a / base);
+        bpftrace_ratios.push(b / base);
+        println!(
+            "{:>6} {base:>14.0} {a:>14.0} {b:>14.0} {:>10.3} {:>10.3}",
+            round + 1,
+            a / base,
+            b / base
+        );
+    }
+    let agent_median = median(&mut agent_ratios);
+    let bpftrace_median = median(&mut bpftrace_ratios);
+    println!();
+    println!(
+        "median slowdown, stallwatch agent: {agent_median:.3}x ({:+.1} %)",
+        (agent_median - 1.0) * 100.0
+    );
+    println!(
+        "median slowdown, bpftrace:         {bpftrace_median:.3}x ({:+.1} %)",
+        (bpftrace_median - 1.0) * 100.0
+    );
+    println!(
+        "agent peak resident memory (VmHWM): {:.1} MiB",
+        agent_peak_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// Rotates the order of conditions from round to round.
+fn rotate(round: u32) -> [Condition; 3] {
+    let mut order = Condition::ALL;
+    order.rotate_left((round as usize) % Condition::ALL.len());
+    order
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the benchmark once under `condition`; returns the median ns per
+/// iteration and, for the agent, its peak RSS in KiB.
+fn measure(
+    root: &Path,
+    agent: &Path,
+    args: &BenchArgs,
+    condition: Condition,
+    round: u32,
+) -> anyhow::Result<(f64, u64)> {
+    let tracer = match condition {
+        Condition::Baseline => None,
+        Condition::Agent => Some(start_agent(agent, args.port)?),
+        Condition::Bpftrace => Some(start_bpftrace()?),
+    };
+    let baseline = format!("{}-{}", condition.name(), round);
+    run_checked(
+        cargo(root)
+            .args([
+                "bench",
+                "--package",
+                "agent",
+                "--bench",
+                "context_switch",
+                "--",
+            ])
+            .args(["--noplot", "--warm-up-time", "1", "--sample-size", "30"])
+            .args(["--measurement-time", &args.measurement_secs.to_string()])
+            .args(["--save-baseline", &baseline])
+            .stdout(Stdio::null()),
+    )?;
+    let mut peak = 0;
+    if let Some(started) = tracer.as_ref().filter(|_| condition == Condition::Agent) {
+        let samples = agent_samples(args.port)?;
+        if samples == 0 {
+            bail!("the agent counted no run-queue samples during the benchmark");
+        }
+        peak = peak_rss_kib(started.child.id())?;
+    }
+    drop(tracer);
+    Ok((median_estimate(root, &baseline)?, peak))
+}
+
+fn start_agent(agent: &Path, port: u16) -> anyhow::Result<Started> {
+    let child = Command::new(agent)
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", agent.display()))?;
+    let started = Started {
+        child,
+        signal: libc::SIGTERM,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    while Instant::now() < deadline {
+        if ureq::get(&url).call().is_ok() {
+            return Ok(started);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the agent did not become ready on {url} within 30 s")
+}
+
+fn agent_samples(port: u16) -> anyhow::Result<u64> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .context("scraping the agent")?
+        .body_mut()
+        .read_to_string()
+        .context("reading the scrape")?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("stallwatch_cpu_runqueue_latency_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+fn start_bpftrace() -> anyhow::Result<Started> {
+    let script = std::env::temp_dir().join(format!("stallwatch-runqlat-{}.bt", std::process::id()));
+    fs::write(&script, RUNQLAT_BT).with_context(|| format!("writing {}", script.display()))?;
+    let mut child = Command::new("bpftrace")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting bpftrace (cargo xtask setup installs it)")?;
+    let stdout = child.stdout.take().context("bpftrace has no stdout")?;
+    let started = Started {
+        child,
+        signal: libc::SIGINT,
+    };
+    // bpftrace prints "Attaching N probes..." once its probes are in place.
+    let mut lines = BufReader::new(stdout).lines();
+    match lines.next() {
+        Some(Ok(line)) if line.starts_with("Attaching") => {}
+        other => bail!("bpftrace did not attach: {other:?}"),
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    thread::spawn(move || for _ in lines {});
+    let _ = fs::remove_file(&script);
+    Ok(started)
+}
+
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status =
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{} has no VmHWM", path.display()))
+}
+
+/// Criterion's median estimate, in ns per iteration, for a saved baseline.
+fn median_estimate(root: &Path, baseline: &str) -> anyhow::Result<f64> {
+    let path = root
+        .join("target/criterion")
+        .join(BENCH_ID)
+        .join(baseline)
+        .join("estimates.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    json["median"]["point_estimate"]
+        .as_f64()
+        .with_context(|| format!("{} has no median.point_estimate", path.display()))
+}

@@ -1,0 +1,127 @@
+//! `cargo xtask setup`: installs every prerequisite, skipping what is there.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+use crate::run_checked;
+
+/// Debian packages, and why each is needed.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "LLVM 22, which bpf-linker links against"),
+    (
+        "prometheus",
+        "promtool, which checks the exposition in the tests",
+    ),
+    (
+        "bpftrace",
+        "the reference run-queue histogram in the benchmark",
+    ),
+    ("stress-ng", "the context-switch load in the benchmark"),
+];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+pub fn run() -> anyhow::Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    println!("xtask setup: everything is installed");
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(name, _)| !dpkg_installed(name))
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        println!("xtask setup: apt packages present");
+        return Ok(());
+    }
+    for (name, why) in APT_PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+        println!("xtask setup: installing {name} ({why})");
+    }
+    if !is_root() {
+        bail!(
+            "installing {} needs root: run `sudo cargo xtask setup`",
+            missing.join(" ")
+        );
+    }
+    run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn dpkg_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", name])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup (is rustup installed?)")?;
+    if installed.status.success() && String::from_utf8_lossy(&installed.stdout).contains("rust-src")
+    {
+        println!("xtask setup: nightly rust-src present");
+        return Ok(());
+    }
+    if !installed.status.success() {
+        println!("xtask setup: installing the nightly toolchain (builds the eBPF probes)");
+        run_checked(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    println!("xtask setup: adding rust-src to nightly (the eBPF build needs -Z build-std=core)");
+    run_checked(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let present = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        println!("xtask setup: bpf-linker present");
+        return Ok(());
+    }
+    println!("xtask setup: building bpf-linker against LLVM 22 (takes a few minutes)");
+    run_checked(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
