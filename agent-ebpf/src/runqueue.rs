@@ -4,7 +4,7 @@
 //! or preempted while still runnable) to running on a CPU, and add it to the
 //! histogram of the task's cgroup v2. See `src/probes/runqueue.rs`.
 
-/// Per-task state, keyed by the kernel's task id (the thread's pid).
+/// Per-task state, keyed by [`TaskKey`].
 pub const TASKS_MAP: &str = "RUNQ_TASKS";
 /// Per-cgroup latency histograms, keyed by [`crate::CgroupId`].
 pub const HIST_MAP: &str = "RUNQ_HIST";
@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_CGROUPS: u32 = 4_096;
 pub const TASK_SLEEP_STATE_MASK: u64 = 0xff;
 /// `prev_state` bits of a task's last switch-out (`X` and `Z`).
 pub const TASK_EXIT_STATE_MASK: u64 = 0x10 | 0x20;
+
+/// A task's key in [`TASKS_MAP`]: its pid when the probes are classic
+/// tracepoints, the address of its `task_struct` when they are raw ones.
+pub type TaskKey = u64;
 
 /// What the probes remember about one task.
 #[repr(C)]

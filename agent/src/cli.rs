@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use agent_ebpf::runqueue::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::Signal;
+use crate::probes::{Signal, runqueue::AttachMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// Signals to measure, comma-separated.
     #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue])]
     pub probes: Vec<Signal>,
+
+    /// How the run-queue probes attach: raw tracepoints (Linux 5.18+, cheapest),
+    /// classic tracepoints (offsets from tracefs), or auto (raw where possible).
+    #[arg(long, env = "STALLWATCH_RUNQUEUE_ATTACH", value_enum, default_value_t = AttachMode::Auto)]
+    pub runqueue_attach: AttachMode,
 
     /// Capacity of the per-task map: threads alive at once on the node.
     /// Preallocated, about 80 bytes per entry; overflow is counted in stallwatch_map_full_total.

@@ -30,7 +30,7 @@ use crate::{
     cli::{Cli, Command, LogFormat, RunArgs},
     collector::Collector,
     exposition::Exporter,
-    probes::{MapSizes, ProbeState, Probes},
+    probes::{ProbeOptions, ProbeState, Probes},
     tracefs::Tracefs,
 };
 
@@ -57,9 +57,12 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid --log-level `{filter}`"))?;
+    // Colour only for a person at a terminal, never in a file or a pod log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let installed = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -91,14 +94,15 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let sizes = MapSizes {
+    let options = ProbeOptions {
         max_tasks: args.max_tasks,
         max_cgroups: args.max_cgroups,
+        runqueue_attach: args.runqueue_attach,
     };
-    let mut probes = Probes::load(tracefs.as_ref(), &args.probes, sizes)?;
+    let mut probes = Probes::load(tracefs.as_ref(), &args.probes, options)?;
     for status in &probes.status {
         match &status.state {
-            ProbeState::Up => tracing::info!(probe = status.signal.name(), "probe attached"),
+            ProbeState::Up => {}
             ProbeState::Down(why) => {
                 tracing::error!(probe = status.signal.name(), "probe is down: {why}")
             }

@@ -78,11 +78,16 @@ fn a_probe_that_cannot_attach_is_reported_not_fatal() {
     if !privileged("missing tracepoints") {
         return;
     }
-    // A tracefs without the sched events: the run-queue probe must be down,
-    // the agent must still serve, and say why.
+    // Classic tracepoints on a tracefs without the sched events: the
+    // run-queue probe must be down, the agent must still serve, and say why.
     let fake = tempfile_dir();
     std::fs::create_dir_all(fake.join("events")).expect("mkdir");
-    let agent = Agent::spawn(&["--tracefs", fake.to_str().expect("utf-8")]);
+    let agent = Agent::spawn(&[
+        "--tracefs",
+        fake.to_str().expect("utf-8"),
+        "--runqueue-attach",
+        "tracepoint",
+    ]);
     agent.wait_for("/healthz", 200, Duration::from_secs(30));
     let (status, body) = agent.get("/readyz").expect("readyz");
     assert_eq!(status, 503);

@@ -11,13 +11,29 @@ const METRIC: &str = "stallwatch_cpu_runqueue_latency_seconds";
 const ABOUT_ONE_MS: f64 = 0.001048576;
 
 #[test]
-fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not() {
-    if !privileged("runqueue end to end") {
-        return;
+fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_raw() {
+    if privileged("runqueue end to end, raw tracepoints") {
+        hogs_queue_and_idle_sibling_does_not("raw");
     }
-    let agent = Agent::start(&[]);
-    let busy = TestCgroup::create("busy");
-    let idle = TestCgroup::create("idle");
+}
+
+#[test]
+fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_classic() {
+    if privileged("runqueue end to end, classic tracepoints") {
+        hogs_queue_and_idle_sibling_does_not("tracepoint");
+    }
+}
+
+fn hogs_queue_and_idle_sibling_does_not(attach: &str) {
+    let agent = Agent::start(&["--runqueue-attach", attach]);
+    assert!(
+        agent.log().contains(&format!("attach=\"{attach}\"")),
+        "the agent did not attach with {attach}:
+{}",
+        agent.log()
+    );
+    let busy = TestCgroup::create(&format!("busy-{attach}"));
+    let idle = TestCgroup::create(&format!("idle-{attach}"));
     let hogs = [
         Workload::cpu_hog().pin_to_cpu(0),
         Workload::cpu_hog().pin_to_cpu(0),
@@ -59,7 +75,7 @@ fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not() {
     );
     let idle_above = idle_hist.fraction_above(ABOUT_ONE_MS);
     eprintln!(
-        "busy: {} samples, {:.0} % > 1 ms, mean {:.2} ms; idle: {} samples, {:.0} % > 1 ms, mean {:.3} ms",
+        "{attach}: busy: {} samples, {:.0} % > 1 ms, mean {:.2} ms; idle: {} samples, {:.0} % > 1 ms, mean {:.3} ms",
         busy_hist.count,
         busy_above * 100.0,
         mean * 1e3,

@@ -40,17 +40,26 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
     Baseline,
+    /// The agent as deployed (raw tracepoints where the kernel has them).
     Agent,
+    /// The agent forced onto classic tracepoints, as on kernels before 5.18.
+    AgentClassic,
     Bpftrace,
 }
 
 impl Condition {
-    const ALL: [Self; 3] = [Self::Baseline, Self::Agent, Self::Bpftrace];
+    const ALL: [Self; 4] = [
+        Self::Baseline,
+        Self::Agent,
+        Self::AgentClassic,
+        Self::Bpftrace,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Baseline => "no-tracing",
             Self::Agent => "stallwatch",
+            Self::AgentClassic => "stallwatch-tp",
             Self::Bpftrace => "bpftrace",
         }
     }
@@ -104,12 +113,13 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
 
     println!();
     println!("context-switch load: pipe ping-pong round trip, 2 threads pinned to one CPU");
-    println!(
-        "{:>6} {:>14} {:>14} {:>14} {:>10} {:>10}",
-        "round", "none ns", "agent ns", "bpftrace ns", "agent", "bpftrace"
-    );
-    let mut agent_ratios = Vec::new();
-    let mut bpftrace_ratios = Vec::new();
+    println!("slowdown = time per round trip / the same round's time without tracing");
+    print!("{:>6} {:>12}", "round", "none ns");
+    for condition in &Condition::ALL[1..] {
+        print!(" {:>14}", condition.name());
+    }
+    println!();
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); Condition::ALL.len()];
     for round in 0..args.rounds {
         let get = |c| {
             results
@@ -117,33 +127,26 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                 .find(|(r, cc, _)| *r == round && *cc == c)
                 .map(|(_, _, ns)| *ns)
         };
-        let (Some(base), Some(a), Some(b)) = (
-            get(Condition::Baseline),
-            get(Condition::Agent),
-            get(Condition::Bpftrace),
-        ) else {
+        let Some(base) = get(Condition::Baseline) else {
             continue;
         };
-        agent_ratios.push(a / base);
-        bpftrace_ratios.push(b / base);
+        print!("{:>6} {base:>12.0}", round + 1);
+        for (i, condition) in Condition::ALL.iter().enumerate().skip(1) {
+            let Some(ns) = get(*condition) else { continue };
+            ratios[i].push(ns / base);
+            print!(" {:>14.3}", ns / base);
+        }
+        println!();
+    }
+    println!();
+    for (i, condition) in Condition::ALL.iter().enumerate().skip(1) {
+        let m = median(&mut ratios[i]);
         println!(
-            "{:>6} {base:>14.0} {a:>14.0} {b:>14.0} {:>10.3} {:>10.3}",
-            round + 1,
-            a / base,
-            b / base
+            "median slowdown, {:<14} {m:.3}x ({:+.1} %)",
+            condition.name(),
+            (m - 1.0) * 100.0
         );
     }
-    let agent_median = median(&mut agent_ratios);
-    let bpftrace_median = median(&mut bpftrace_ratios);
-    println!();
-    println!(
-        "median slowdown, stallwatch agent: {agent_median:.3}x ({:+.1} %)",
-        (agent_median - 1.0) * 100.0
-    );
-    println!(
-        "median slowdown, bpftrace:         {bpftrace_median:.3}x ({:+.1} %)",
-        (bpftrace_median - 1.0) * 100.0
-    );
     println!(
         "agent peak resident memory (VmHWM): {:.1} MiB",
         agent_peak_kib as f64 / 1024.0
@@ -152,7 +155,7 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Rotates the order of conditions from round to round.
-fn rotate(round: u32) -> [Condition; 3] {
+fn rotate(round: u32) -> [Condition; 4] {
     let mut order = Condition::ALL;
     order.rotate_left((round as usize) % Condition::ALL.len());
     order
@@ -178,7 +181,8 @@ fn measure(
 ) -> anyhow::Result<(f64, u64)> {
     let tracer = match condition {
         Condition::Baseline => None,
-        Condition::Agent => Some(start_agent(agent, args.port)?),
+        Condition::Agent => Some(start_agent(agent, args.port, "auto")?),
+        Condition::AgentClassic => Some(start_agent(agent, args.port, "tracepoint")?),
         Condition::Bpftrace => Some(start_bpftrace()?),
     };
     let baseline = format!("{}-{}", condition.name(), round);
@@ -198,7 +202,8 @@ fn measure(
             .stdout(Stdio::null()),
     )?;
     let mut peak = 0;
-    if let Some(started) = tracer.as_ref().filter(|_| condition == Condition::Agent) {
+    let is_agent = matches!(condition, Condition::Agent | Condition::AgentClassic);
+    if let Some(started) = tracer.as_ref().filter(|_| is_agent) {
         let samples = agent_samples(args.port)?;
         if samples == 0 {
             bail!("the agent counted no run-queue samples during the benchmark");
@@ -209,9 +214,15 @@ fn measure(
     Ok((median_estimate(root, &baseline)?, peak))
 }
 
-fn start_agent(agent: &Path, port: u16) -> anyhow::Result<Started> {
+fn start_agent(agent: &Path, port: u16, attach: &str) -> anyhow::Result<Started> {
     let child = Command::new(agent)
-        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--runqueue-attach",
+            attach,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

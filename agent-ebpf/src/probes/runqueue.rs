@@ -1,9 +1,5 @@
 //! CPU run-queue latency per cgroup.
 //!
-//! Tracepoints: `sched:sched_wakeup`, `sched:sched_wakeup_new` (a task became
-//! runnable) and `sched:sched_switch` (a CPU switched from `prev` to `next`).
-//! Field offsets come from the tracefs format files, via [`RUNQ_FIELDS`].
-//!
 //! A task's wait starts when it is woken, or when it is switched out while
 //! still runnable (preempted or yielding), and ends when it is switched in.
 //! At wakeup `current` is the waker and at switch-in it is the previous task,
@@ -11,10 +7,20 @@
 //! the task's entry and added to the histogram at the task's next switch-out,
 //! where the task is `current` and `bpf_get_current_cgroup_id()` is exactly its
 //! cgroup — also for a task that moved cgroups while it waited, or was born
-//! into another cgroup than its parent's (`CLONE_INTO_CGROUP`). A task's last
-//! switch-out (state `X`/`Z`) removes its entry, so the map does not leak.
+//! into another cgroup than its parent's (`CLONE_INTO_CGROUP`).
 //!
-//! Per event: at most two hash lookups, in place updates, and two atomic adds.
+//! Two ways to attach to `sched_wakeup`, `sched_wakeup_new` and `sched_switch`
+//! share that logic:
+//! - raw tracepoints (Linux 5.18+, where `sched_switch` passes `prev_state`):
+//!   the kernel hands over its `TP_PROTO` arguments without building a trace
+//!   record, which makes them several times cheaper. Tasks are keyed by the
+//!   address of their `task_struct`, so nothing is read from kernel memory;
+//!   `sched_process_free` removes a task's entry when the struct is freed.
+//! - classic tracepoints (any kernel since 4.14): fields are read at offsets
+//!   from the tracefs format files ([`RUNQ_FIELDS`]); tasks are keyed by pid,
+//!   and a task's entry is removed at its last switch-out (state `X`/`Z`).
+//!
+//! Per event: at most two hash lookups, in-place updates, and two atomic adds.
 
 use agent_ebpf::{
     CgroupId,
@@ -22,23 +28,27 @@ use agent_ebpf::{
     map_full::MapId,
     runqueue::{
         DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS, SchedFields, TASK_EXIT_STATE_MASK,
-        TASK_SLEEP_STATE_MASK, TaskWait,
+        TASK_SLEEP_STATE_MASK, TaskKey, TaskWait,
     },
 };
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_get_current_pid_tgid,
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::map_full;
 
 const EEXIST: i32 = 17;
 
+/// Keyed by [`TaskKey`]: a pid (classic tracepoints) or a `task_struct`
+/// address (raw tracepoints); one mode is attached at a time.
 #[map(name = "RUNQ_TASKS")]
-static RUNQ_TASKS: HashMap<u32, TaskWait> = HashMap::with_max_entries(DEFAULT_MAX_TASKS, 0);
+static RUNQ_TASKS: HashMap<TaskKey, TaskWait> = HashMap::with_max_entries(DEFAULT_MAX_TASKS, 0);
 
 #[map(name = "RUNQ_HIST")]
 static RUNQ_HIST: HashMap<CgroupId, Histogram> = HashMap::with_max_entries(DEFAULT_MAX_CGROUPS, 0);
@@ -57,6 +67,8 @@ fn fields() -> SchedFields {
     // so the compiler does not fold in the compile-time value.
     unsafe { core::ptr::read_volatile(&RUNQ_FIELDS) }
 }
+
+// ---- classic tracepoints: fields at offsets from tracefs, tasks by pid ----
 
 #[tracepoint]
 pub fn runq_sched_wakeup(ctx: TracePointContext) -> u32 {
@@ -79,31 +91,11 @@ pub fn runq_sched_switch(ctx: TracePointContext) -> u32 {
 fn try_wakeup(ctx: &TracePointContext, pid_offset: u32) -> Result<(), i32> {
     // SAFETY: the offset comes from this tracepoint's format file.
     let pid: i32 = unsafe { ctx.read_at(pid_offset as usize)? };
-    if pid <= 0 {
-        return Ok(());
+    // pid 0 is the per-CPU idle task: it never waits for a CPU.
+    if pid > 0 {
+        mark_runnable(ctx, pid as TaskKey, now());
     }
-    // SAFETY: no other side-effect-free precondition; a kernel helper.
-    let now = unsafe { bpf_ktime_get_ns() };
-    mark_runnable(ctx, pid as u32, now);
     Ok(())
-}
-
-#[inline(always)]
-fn mark_runnable(ctx: &TracePointContext, pid: u32, now: u64) {
-    match RUNQ_TASKS.get_ptr_mut(pid) {
-        // SAFETY: a pointer into a live hash map value; racing writers can at
-        // worst swap one timestamp for another.
-        Some(task) => unsafe { (*task).runnable_since_ns = now },
-        None => {
-            let task = TaskWait {
-                runnable_since_ns: now,
-                pending_wait_ns: 0,
-            };
-            if let Err(err) = RUNQ_TASKS.insert(pid, task, u64::from(BPF_ANY)) {
-                map_full::record(ctx, MapId::RunqTasks, err);
-            }
-        }
-    }
 }
 
 fn try_switch(ctx: &TracePointContext) -> Result<(), i32> {
@@ -119,67 +111,144 @@ fn try_switch(ctx: &TracePointContext) -> Result<(), i32> {
         };
         (prev_pid, next_pid, prev_state)
     };
-    // SAFETY: a kernel helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-
-    // pid 0 is the per-CPU idle task: it never waits for a CPU.
+    let now = now();
     if prev_pid > 0 {
-        switched_out(ctx, prev_pid as u32, prev_state, now);
+        let still_runnable = prev_state & TASK_SLEEP_STATE_MASK == 0;
+        let exited = prev_state & TASK_EXIT_STATE_MASK != 0;
+        switched_out(ctx, prev_pid as TaskKey, still_runnable, exited, now);
     }
     if next_pid > 0 {
-        switched_in(next_pid as u32, now);
+        switched_in(next_pid as TaskKey, now);
     }
     Ok(())
 }
 
-/// `prev` leaves the CPU; it is `current`, so its cgroup is known.
+// ---- raw tracepoints: TP_PROTO arguments, tasks by task_struct address ----
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn runq_raw_sched_wakeup(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p)
+    mark_runnable(&ctx, ctx.arg::<u64>(0), now());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn runq_raw_sched_wakeup_new(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p)
+    mark_runnable(&ctx, ctx.arg::<u64>(0), now());
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn runq_raw_sched_switch(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev,
+    //          struct task_struct *next, unsigned int prev_state)
+    let preempt = ctx.arg::<u64>(0) as u8 != 0;
+    let prev = ctx.arg::<u64>(1);
+    let next = ctx.arg::<u64>(2);
+    let prev_state = ctx.arg::<u64>(3) as u32;
+    let now = now();
+    // `current` is still prev; pid 0 is the per-CPU idle task, which never
+    // waits for a CPU and must not get an entry (it is never woken).
+    let prev_is_idle = bpf_get_current_pid_tgid() as u32 == 0;
+    if !prev_is_idle {
+        // TASK_RUNNING is 0: a task that was not preempted but is still
+        // runnable yielded the CPU.
+        let still_runnable = preempt || prev_state == 0;
+        switched_out(&ctx, prev, still_runnable, false, now);
+    }
+    switched_in(next, now);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn runq_raw_sched_process_free(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p): the struct is about to be freed, so
+    // its address may be reused from now on.
+    let _ = RUNQ_TASKS.remove(ctx.arg::<u64>(0));
+    0
+}
+
+// ---- shared by both ----
+
 #[inline(always)]
-fn switched_out(ctx: &TracePointContext, pid: u32, state: u64, now: u64) {
-    let still_runnable = state & TASK_SLEEP_STATE_MASK == 0;
-    match RUNQ_TASKS.get_ptr_mut(pid) {
-        Some(task) => {
+fn now() -> u64 {
+    // SAFETY: a kernel helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// `task` became runnable at `now`.
+#[inline(always)]
+fn mark_runnable<C: EbpfContext>(ctx: &C, task: TaskKey, now: u64) {
+    match RUNQ_TASKS.get_ptr_mut(task) {
+        // SAFETY: a pointer into a live hash map value; racing writers can at
+        // worst swap one timestamp for another.
+        Some(entry) => unsafe { (*entry).runnable_since_ns = now },
+        None => {
+            let entry = TaskWait {
+                runnable_since_ns: now,
+                pending_wait_ns: 0,
+            };
+            if let Err(err) = RUNQ_TASKS.insert(task, entry, u64::from(BPF_ANY)) {
+                map_full::record(ctx, MapId::RunqTasks, err);
+            }
+        }
+    }
+}
+
+/// `task` leaves the CPU; it is `current`, so its cgroup is known.
+#[inline(always)]
+fn switched_out<C: EbpfContext>(
+    ctx: &C,
+    task: TaskKey,
+    still_runnable: bool,
+    exited: bool,
+    now: u64,
+) {
+    match RUNQ_TASKS.get_ptr_mut(task) {
+        Some(entry) => {
             // SAFETY: a pointer into a live hash map value (see mark_runnable).
-            let pending = unsafe { (*task).pending_wait_ns };
+            let pending = unsafe { (*entry).pending_wait_ns };
             if pending != 0 {
                 // SAFETY: as above.
-                unsafe { (*task).pending_wait_ns = 0 };
+                unsafe { (*entry).pending_wait_ns = 0 };
                 // SAFETY: a kernel helper without preconditions.
                 let cgroup = unsafe { bpf_get_current_cgroup_id() };
                 record(ctx, cgroup, pending);
             }
-            if state & TASK_EXIT_STATE_MASK != 0 {
-                let _ = RUNQ_TASKS.remove(pid);
+            if exited {
+                let _ = RUNQ_TASKS.remove(task);
             } else if still_runnable {
                 // SAFETY: as above.
-                unsafe { (*task).runnable_since_ns = now };
+                unsafe { (*entry).runnable_since_ns = now };
             }
         }
-        None if still_runnable => mark_runnable(ctx, pid, now),
+        None if still_runnable && !exited => mark_runnable(ctx, task, now),
         None => {}
     }
 }
 
-/// `next` gets the CPU: its wait ends now.
+/// `task` gets the CPU: its wait ends now.
 #[inline(always)]
-fn switched_in(pid: u32, now: u64) {
-    let Some(task) = RUNQ_TASKS.get_ptr_mut(pid) else {
+fn switched_in(task: TaskKey, now: u64) {
+    let Some(entry) = RUNQ_TASKS.get_ptr_mut(task) else {
         // Runnable since before the agent started: no honest sample to take.
         return;
     };
     // SAFETY: a pointer into a live hash map value (see mark_runnable).
     unsafe {
-        let since = (*task).runnable_since_ns;
+        let since = (*entry).runnable_since_ns;
         if since != 0 {
-            (*task).runnable_since_ns = 0;
+            (*entry).runnable_since_ns = 0;
             // A zero wait is a real sample; keep it distinguishable from none.
-            (*task).pending_wait_ns = now.saturating_sub(since).max(1);
+            (*entry).pending_wait_ns = now.saturating_sub(since).max(1);
         }
     }
 }
 
 /// Adds one wait to `cgroup`'s histogram.
 #[inline(always)]
-fn record(ctx: &TracePointContext, cgroup: CgroupId, wait_ns: u64) {
+fn record<C: EbpfContext>(ctx: &C, cgroup: CgroupId, wait_ns: u64) {
     let hist = match RUNQ_HIST.get_ptr_mut(cgroup) {
         Some(hist) => hist,
         None => {

@@ -60,11 +60,12 @@ impl fmt::Display for ProbeStatus {
     }
 }
 
-/// Map sizes, from flags.
+/// How the probes are set up, from flags.
 #[derive(Debug, Clone, Copy)]
-pub struct MapSizes {
+pub struct ProbeOptions {
     pub max_tasks: u32,
     pub max_cgroups: u32,
+    pub runqueue_attach: runqueue::AttachMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +134,7 @@ impl Probes {
     pub fn load(
         tracefs: Option<&Tracefs>,
         enabled: &[Signal],
-        sizes: MapSizes,
+        options: ProbeOptions,
     ) -> Result<Self, LoadError> {
         let mut status = Vec::new();
         let runqueue_fields = enabled.contains(&Signal::Runqueue).then(|| match tracefs {
@@ -143,8 +144,8 @@ impl Probes {
 
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, sizes.max_tasks)
-            .map_max_entries(agent_ebpf::runqueue::HIST_MAP, sizes.max_cgroups);
+            .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, options.max_tasks)
+            .map_max_entries(agent_ebpf::runqueue::HIST_MAP, options.max_cgroups);
         let fields = match &runqueue_fields {
             Some(Ok(fields)) => *fields,
             _ => agent_ebpf::runqueue::SchedFields::UNSET,
@@ -164,14 +165,12 @@ impl Probes {
 
         let mut runqueue = None;
         if let Some(fields) = runqueue_fields {
-            let state = match fields {
-                Ok(_) => match runqueue::attach(&mut ebpf) {
-                    Ok(()) => {
-                        runqueue = Some(runqueue::RunqueueMaps::take(&mut ebpf)?);
-                        ProbeState::Up
-                    }
-                    Err(e) => ProbeState::Down(error_chain(&e)),
-                },
+            let state = match runqueue::attach(&mut ebpf, options.runqueue_attach, &fields) {
+                Ok(mode) => {
+                    tracing::info!(probe = runqueue::PROBE, attach = mode.name(), "attached");
+                    runqueue = Some(runqueue::RunqueueMaps::take(&mut ebpf)?);
+                    ProbeState::Up
+                }
                 Err(why) => ProbeState::Down(why),
             };
             status.push(ProbeStatus {

@@ -1,7 +1,8 @@
 //! CPU run-queue latency: the userspace half of `agent-ebpf/src/probes/runqueue.rs`.
 //!
-//! Reads the sched tracepoints' field offsets from tracefs for the probes,
-//! attaches them, and reads the per-cgroup histograms when scraped.
+//! Chooses how to attach (raw tracepoints on Linux 5.18+, classic ones with
+//! field offsets from tracefs elsewhere), attaches, and reads the per-cgroup
+//! histograms when scraped.
 
 use agent_ebpf::{
     CgroupId,
@@ -11,14 +12,48 @@ use agent_ebpf::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
+    programs::RawTracePoint,
+    util::KernelVersion,
 };
 
-use super::{AttachError, LoadError, take_map};
+use super::{LoadError, take_map};
 use crate::tracefs::{EventFormat, Tracefs, TracefsError};
 
 pub const PROBE: &str = "runqueue";
 
-/// (program, tracepoint category, tracepoint name).
+/// How the run-queue probes attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Raw tracepoints where the kernel has them (5.18+), else classic.
+    Auto,
+    /// Raw tracepoints: several times cheaper per event; Linux 5.18+.
+    Raw,
+    /// Classic tracepoints with field offsets from tracefs; any kernel since 4.14.
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Raw => "raw",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// The first kernel whose `sched_switch` passes `prev_state` to raw tracepoints.
+const RAW_SINCE: KernelVersion = KernelVersion::new(5, 18, 0);
+
+/// Raw tracepoint programs: (program, tracepoint).
+const RAW_PROGRAMS: [(&str, &str); 4] = [
+    ("runq_raw_sched_wakeup", "sched_wakeup"),
+    ("runq_raw_sched_wakeup_new", "sched_wakeup_new"),
+    ("runq_raw_sched_switch", "sched_switch"),
+    ("runq_raw_sched_process_free", "sched_process_free"),
+];
+
+/// Classic tracepoint programs: (program, category, tracepoint).
 const PROGRAMS: [(&str, &str, &str); 3] = [
     ("runq_sched_wakeup", "sched", "sched_wakeup"),
     ("runq_sched_wakeup_new", "sched", "sched_wakeup_new"),
@@ -87,11 +122,78 @@ fn check_state_encoding(format: &EventFormat) -> Result<(), TracefsError> {
     }
 }
 
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    for (program, category, event) in PROGRAMS {
-        super::attach_tracepoint(ebpf, program, category, event)?;
+/// Attaches the probes as `mode` asks; returns the mode used, or why none
+/// could be. `fields` are the classic tracepoints' offsets, or why they are
+/// not known.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    fields: &Result<SchedFields, String>,
+) -> Result<AttachMode, String> {
+    let classic = |ebpf: &mut Ebpf| -> Result<AttachMode, String> {
+        fields.as_ref().map_err(Clone::clone)?;
+        for (program, category, event) in PROGRAMS {
+            super::attach_tracepoint(ebpf, program, category, event)
+                .map_err(|e| super::error_chain(&e))?;
+        }
+        Ok(AttachMode::Tracepoint)
+    };
+    match mode {
+        AttachMode::Tracepoint => classic(ebpf),
+        AttachMode::Raw => attach_raw(ebpf).map(|()| AttachMode::Raw),
+        AttachMode::Auto => match raw_supported() {
+            Ok(()) => match attach_raw(ebpf) {
+                Ok(()) => Ok(AttachMode::Raw),
+                Err(why) => {
+                    tracing::warn!("raw tracepoints failed ({why}); using classic tracepoints");
+                    classic(ebpf)
+                }
+            },
+            Err(why) => {
+                tracing::info!("{why}; using classic tracepoints");
+                classic(ebpf)
+            }
+        },
     }
-    Ok(())
+}
+
+fn raw_supported() -> Result<(), String> {
+    let current =
+        KernelVersion::current().map_err(|e| format!("cannot read the kernel version: {e}"))?;
+    if current >= RAW_SINCE {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel {current} is older than {RAW_SINCE}, whose sched_switch passes prev_state"
+        ))
+    }
+}
+
+/// Attaches all raw programs, or none: a partial attachment would count
+/// twice next to the classic fallback.
+fn attach_raw(ebpf: &mut Ebpf) -> Result<(), String> {
+    let attached = RAW_PROGRAMS.iter().try_for_each(|(program, tracepoint)| {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("program {program}: {}", super::error_chain(&e)))?;
+        prog.attach(tracepoint)
+            .map(|_| ())
+            .map_err(|e| format!("program {program}: {}", super::error_chain(&e)))
+    });
+    if attached.is_err() {
+        for (program, _) in RAW_PROGRAMS {
+            let prog: Option<&mut RawTracePoint> =
+                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                let _ = prog.unload();
+            }
+        }
+    }
+    attached
 }
 
 /// The maps userspace reads.
