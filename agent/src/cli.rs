@@ -49,13 +49,13 @@ pub struct RunArgs {
     pub runqueue_attach: AttachMode,
 
     /// Capacity of the per-task map: threads alive at once on the node.
-    /// Preallocated, about 80 bytes per entry; overflow is counted in stallwatch_map_full_total.
+    /// Preallocated, 88 bytes of kernel memory per entry; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_TASKS", default_value_t = DEFAULT_MAX_TASKS,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_tasks: u32,
 
     /// Capacity of each per-cgroup histogram map: cgroups with samples at once.
-    /// Preallocated, about 450 bytes per entry; overflow is counted in stallwatch_map_full_total.
+    /// Preallocated, 480 bytes of kernel memory per entry; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_cgroups: u32,

@@ -47,8 +47,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("agent: error: {err:#}");
+            // Into the log if there is one (JSON for a DaemonSet), else plain.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{err:#}");
+            } else {
+                eprintln!("agent: error: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }
