@@ -219,6 +219,14 @@ impl TestCgroup {
         Self { path, label }
     }
 
+    /// The cgroup v2 id: its directory's inode number.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(&self.path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", self.path.display()))
+            .ino()
+    }
+
     /// Moves a process into this cgroup (in the cgroup2 hierarchy only: a
     /// hybrid host's v1 memory cgroup is left alone).
     pub fn add(&self, pid: u32) {
@@ -309,6 +317,78 @@ impl Drop for Workload {
     fn drop(&mut self) {
         signal(&self.child, libc::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+/// A bpftrace script this test started; stopped (SIGINT) by its PID.
+pub struct Bpftrace {
+    child: Option<Child>,
+    output: PathBuf,
+}
+
+/// What a bpftrace script printed at exit: `@name: value` lines.
+pub struct BpftraceOutput {
+    text: String,
+}
+
+impl BpftraceOutput {
+    /// The integer printed for `@name`, or 0 if the map was never written.
+    pub fn get(&self, name: &str) -> u64 {
+        let prefix = format!("{name}: ");
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Bpftrace {
+    /// Starts `bpftrace -e script` and waits until its probes are attached.
+    pub fn start(script: &str) -> Self {
+        let output =
+            std::env::temp_dir().join(format!("stallwatch-bpftrace-{}.out", std::process::id()));
+        let file = fs::File::create(&output)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", output.display()));
+        let child = Command::new("bpftrace")
+            .args(["-e", script])
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting bpftrace (cargo xtask setup installs it): {e}"));
+        let bpftrace = Self {
+            child: Some(child),
+            output,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !fs::read_to_string(&bpftrace.output).is_ok_and(|t| t.starts_with("Attaching")) {
+            assert!(
+                Instant::now() < deadline,
+                "bpftrace did not attach within 60 s"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        bpftrace
+    }
+
+    /// Stops it and returns what it printed.
+    pub fn stop(mut self) -> BpftraceOutput {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGINT);
+            let _ = child.wait();
+        }
+        BpftraceOutput {
+            text: fs::read_to_string(&self.output).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(&self.output);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{thread, time::Duration};
 
-use stallwatch_tests::{Agent, TestCgroup, Workload, privileged};
+use stallwatch_tests::{Agent, Bpftrace, TestCgroup, Workload, privileged};
 
 const METRIC: &str = "stallwatch_cpu_runqueue_latency_seconds";
 /// 2^20 ns, the bucket bound nearest above 1 ms.
@@ -118,3 +118,64 @@ fn a_removed_cgroup_disappears_from_the_scrape() {
         scrape.text
     );
 }
+
+/// The agent and a bpftrace script measuring the same thing on the same
+/// tracepoints, at the same time, must count the same waits.
+#[test]
+fn agrees_with_bpftrace_on_the_same_workload() {
+    if !privileged("runqueue cross-check with bpftrace") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let cgroup = TestCgroup::create("xcheck");
+    let script = BPFTRACE_PENDING_WAITS.replace("CGROUP_ID", &cgroup.id().to_string());
+    let bpftrace = Bpftrace::start(&script);
+    let hogs = [
+        Workload::cpu_hog().pin_to_cpu(0),
+        Workload::cpu_hog().pin_to_cpu(0),
+    ];
+    for hog in &hogs {
+        cgroup.add(hog.pid());
+    }
+    thread::sleep(Duration::from_secs(3));
+    // Killed hogs are switched out one last time, which adds their last
+    // waits in both tools; then bpftrace prints its totals.
+    drop(hogs);
+    thread::sleep(Duration::from_millis(200));
+    let reference = bpftrace.stop();
+    let hist = agent
+        .scrape()
+        .histogram(METRIC, &cgroup.label)
+        .unwrap_or_else(|| panic!("no {METRIC} series for {}", cgroup.label));
+    let (count, sum_ns) = (reference.get("@n"), reference.get("@sum"));
+    eprintln!(
+        "agent: {} waits, {:.6} s; bpftrace: {count} waits, {:.6} s",
+        hist.count,
+        hist.sum,
+        sum_ns as f64 / 1e9
+    );
+    assert!(count > 100, "bpftrace saw only {count} waits");
+    let count_diff = (hist.count as f64 - count as f64).abs() / count as f64;
+    let sum_diff = (hist.sum - sum_ns as f64 / 1e9).abs() / (sum_ns as f64 / 1e9);
+    assert!(
+        count_diff < 0.02,
+        "counts differ by {:.1} %",
+        count_diff * 100.0
+    );
+    assert!(sum_diff < 0.02, "sums differ by {:.1} %", sum_diff * 100.0);
+}
+
+/// Run-queue waits of one cgroup, attributed at switch-out as the agent does.
+const BPFTRACE_PENDING_WAITS: &str = r#"
+tracepoint:sched:sched_wakeup, tracepoint:sched:sched_wakeup_new { @since[args->pid] = nsecs; }
+tracepoint:sched:sched_switch {
+    if ((args->prev_state & 0xff) == 0) { @since[args->prev_pid] = nsecs; }
+    $since = @since[args->next_pid];
+    if ($since) { @pending[args->next_pid] = nsecs - $since; }
+    delete(@since[args->next_pid]);
+    $wait = @pending[args->prev_pid];
+    if ($wait && cgroup == CGROUP_ID) { @n = count(); @sum = sum($wait); }
+    delete(@pending[args->prev_pid]);
+}
+END { clear(@since); clear(@pending); }
+"#;
