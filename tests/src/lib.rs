@@ -407,6 +407,21 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// A lower bound of the time spent in waits longer than `seconds` (a
+    /// bucket bound): each such wait counted at its bucket's lower bound.
+    pub fn time_above(&self, seconds: f64) -> f64 {
+        let mut time = 0.0;
+        let mut previous = (0.0, 0);
+        for &(le, cumulative) in &self.buckets {
+            let (lower, below) = previous;
+            if lower >= seconds - 1e-12 {
+                time += (cumulative - below) as f64 * lower;
+            }
+            previous = (le, cumulative);
+        }
+        time
+    }
+
     /// The fraction of samples above `seconds` (which must be a bucket bound).
     pub fn fraction_above(&self, seconds: f64) -> f64 {
         let at_or_below = self

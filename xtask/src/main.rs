@@ -9,7 +9,9 @@
 //! `cargo build` gives a self-contained `agent` binary.
 
 mod bench;
+mod cpio;
 mod setup;
+mod vm;
 
 use std::{
     ffi::OsString,
@@ -42,6 +44,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Run the end-to-end tests in VMs on Debian's 6.1 and 6.12 kernels (pure cgroup v2).
+    VmTest(vm::VmArgs),
     /// Measure the agent's overhead on a context-switch-heavy load, against no agent and bpftrace.
     Bench(bench::BenchArgs),
 }
@@ -90,7 +94,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // As root, a privileged test that cannot run is a failure, not a skip.
                 cargo.env("STALLWATCH_REQUIRE_PRIVILEGED", "1");
             }
-            run_tests(&mut cargo)
+            let mut totals = run_tests(&mut cargo);
+            if totals.as_ref().is_ok_and(|t| t.failed == 0) {
+                println!("xtask test: host tests passed; now the VM matrix (pure cgroup v2)");
+                match vm::run(&root, &agent, &vm::VmArgs::default()) {
+                    Ok(vm) => {
+                        if let Ok(t) = totals.as_mut() {
+                            t.passed += vm.passed;
+                            t.failed += vm.failed;
+                            t.ignored += vm.ignored;
+                        }
+                    }
+                    Err(e) => totals = Err(e),
+                }
+            }
+            finish_tests(totals)
+        }
+        Task::VmTest(args) => {
+            setup::run()?;
+            let agent = build_agent(&root)?;
+            finish_tests(vm::run(&root, &agent, &args))
         }
         Task::Bench(args) => {
             setup::run()?;
@@ -136,9 +159,25 @@ pub(crate) fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(agent)
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one line
-/// that totals every test binary's result.
-fn run_tests(cargo: &mut Command) -> anyhow::Result<()> {
+/// Prints the one closing line that totals every test binary's result.
+fn finish_tests(totals: anyhow::Result<TestTotals>) -> anyhow::Result<()> {
+    match totals {
+        Ok(t) => {
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                t.passed, t.failed, t.ignored
+            );
+            if t.passed == 0 {
+                bail!("no test ran");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `cargo test`, passing its output through, and totals the results.
+fn run_tests(cargo: &mut Command) -> anyhow::Result<TestTotals> {
     use std::io::BufRead as _;
     let mut child = cargo
         .stdout(std::process::Stdio::piped())
@@ -152,29 +191,26 @@ fn run_tests(cargo: &mut Command) -> anyhow::Result<()> {
         totals.add(&line);
     }
     let status = child.wait().context("waiting for cargo test")?;
-    println!(
-        "tests: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
-    );
     if !status.success() {
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
         bail!("cargo test failed: {status}");
     }
-    if totals.passed == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
+    Ok(totals)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct TestTotals {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub(crate) struct TestTotals {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    pub(crate) ignored: u64,
 }
 
 impl TestTotals {
     /// Adds `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
-    fn add(&mut self, line: &str) {
+    pub(crate) fn add(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };

@@ -18,6 +18,35 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "the reference run-queue histogram in the benchmark",
     ),
     ("stress-ng", "the context-switch load in the benchmark"),
+    ("busybox-static", "the VM tests' guest userland"),
+    (
+        "qemu-system-data",
+        "firmware for the VM tests' qemu (qemu itself is unpacked, not installed)",
+    ),
+    ("seabios", "BIOS for the VM tests' qemu"),
+    ("ipxe-qemu", "option ROMs for the VM tests' qemu"),
+];
+/// Shared libraries of Debian's qemu-system-x86 7.2, which the VM tests
+/// unpack rather than install (installing it would remove the newer qemu-utils).
+const QEMU_LIBRARIES: &[&str] = &[
+    "libaio1",
+    "libbpf1",
+    "libcapstone4",
+    "libfdt1",
+    "libfuse3-3",
+    "libglib2.0-0",
+    "libibverbs1",
+    "libjpeg62-turbo",
+    "libnuma1",
+    "libpixman-1-0",
+    "libpmem1",
+    "libpng16-16",
+    "librdmacm1",
+    "libsasl2-2",
+    "libseccomp2",
+    "libslirp0",
+    "liburing2",
+    "libvdeplug2",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -37,14 +66,19 @@ pub fn is_root() -> bool {
 fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(name, _)| !dpkg_installed(name))
         .map(|(name, _)| *name)
+        .chain(QEMU_LIBRARIES.iter().copied())
+        .filter(|name| !dpkg_installed(name))
         .collect();
     if missing.is_empty() {
         println!("xtask setup: apt packages present");
         return Ok(());
     }
-    for (name, why) in APT_PACKAGES.iter().filter(|(n, _)| missing.contains(n)) {
+    for name in &missing {
+        let why = APT_PACKAGES
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("a library of the VM tests' qemu", |(_, why)| *why);
         println!("xtask setup: installing {name} ({why})");
     }
     if !is_root() {
