@@ -6,15 +6,18 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use agent_ebpf::histogram::{SLOTS, upper_bound_ns};
+use agent_ebpf::histogram::{Histogram, SLOTS, upper_bound_ns};
 use prometheus_client::{
     collector::Collector as PromCollector,
-    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeMetric as _, MetricEncoder, NoLabelSet},
     metrics::{MetricType, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
 
-use crate::collector::{Collector, View};
+use crate::{
+    collector::{Collector, View},
+    labels::CgroupLabels,
+};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -79,19 +82,8 @@ fn encode_view(
         Some(&Unit::Seconds),
         MetricType::Histogram,
     )?;
-    let mut buckets = *bounds;
     for (labels, hist) in view.runqueue() {
-        for (bucket, count) in buckets.iter_mut().zip(hist.buckets.iter()) {
-            bucket.1 = *count;
-        }
-        metric
-            .encode_family(labels)?
-            .encode_histogram::<NoLabelSet>(
-                hist.sum_ns as f64 / 1e9,
-                hist.count(),
-                &buckets,
-                None,
-            )?;
+        encode_kernel_histogram(&mut metric, labels, hist, bounds)?;
     }
 
     let mut metric = encoder.encode_descriptor(
@@ -148,6 +140,22 @@ fn encode_view(
         .encode_family(&[("version", VERSION)])?
         .encode_gauge(&1i64)?;
     Ok(())
+}
+
+/// Encodes one histogram as the kernel counted it, on the kernel's bounds.
+fn encode_kernel_histogram(
+    metric: &mut MetricEncoder<'_>,
+    labels: &CgroupLabels,
+    hist: &Histogram,
+    bounds: &[(f64, u64); SLOTS],
+) -> Result<(), std::fmt::Error> {
+    let mut buckets = *bounds;
+    for (bucket, count) in buckets.iter_mut().zip(hist.buckets.iter()) {
+        bucket.1 = *count;
+    }
+    metric
+        .encode_family(labels)?
+        .encode_histogram::<NoLabelSet>(hist.sum_ns as f64 / 1e9, hist.count(), &buckets, None)
 }
 
 /// A registry with the exporter as its only collector.
@@ -244,7 +252,7 @@ mod tests {
     /// the kernel's bounds, `_count` equal to `+Inf`, `_sum` in seconds.
     #[test]
     fn exposes_a_histogram_on_the_kernel_bounds() {
-        use agent_ebpf::histogram::{Histogram, slot_for};
+        use agent_ebpf::histogram::slot_for;
 
         #[derive(Debug)]
         struct One(Histogram, crate::labels::CgroupLabels);
@@ -256,18 +264,7 @@ mod tests {
                     Some(&Unit::Seconds),
                     MetricType::Histogram,
                 )?;
-                let mut buckets = histogram_bounds();
-                for (b, c) in buckets.iter_mut().zip(self.0.buckets.iter()) {
-                    b.1 = *c;
-                }
-                metric
-                    .encode_family(&self.1)?
-                    .encode_histogram::<NoLabelSet>(
-                        self.0.sum_ns as f64 / 1e9,
-                        self.0.count(),
-                        &buckets,
-                        None,
-                    )
+                encode_kernel_histogram(&mut metric, &self.1, &self.0, &histogram_bounds())
             }
         }
         let mut hist = Histogram::ZERO;

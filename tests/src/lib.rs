@@ -203,20 +203,43 @@ pub fn cgroup2_root() -> PathBuf {
     panic!("no cgroup2 mount at /sys/fs/cgroup or /sys/fs/cgroup/unified");
 }
 
-/// A cgroup2 directory made for one test, removed when dropped.
+/// A cgroup2 directory made for one test, removed when dropped (with the
+/// directories made above it).
 pub struct TestCgroup {
     pub path: PathBuf,
     /// The path relative to the cgroup2 root, as in the `cgroup` label.
     pub label: String,
+    /// What was created, outermost first.
+    created: Vec<PathBuf>,
 }
 
 impl TestCgroup {
     pub fn create(name: &str) -> Self {
+        Self::create_nested(name, &[])
+    }
+
+    /// `stallwatch-test-<pid>-<name>/<nested[0]>/<nested[1]>/…`, e.g. to
+    /// reproduce the kubelet's layout below a prefix of our own.
+    pub fn create_nested(name: &str, nested: &[&str]) -> Self {
         let root = cgroup2_root();
-        let label = format!("/stallwatch-test-{}-{name}", std::process::id());
-        let path = root.join(label.trim_start_matches('/'));
-        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
-        Self { path, label }
+        let mut label = format!("/stallwatch-test-{}-{name}", std::process::id());
+        let mut created = Vec::new();
+        let mut path = root.join(label.trim_start_matches('/'));
+        let mut levels = std::iter::once(None).chain(nested.iter().map(Some));
+        while let Some(level) = levels.next() {
+            if let Some(level) = level {
+                label = format!("{label}/{level}");
+                path = path.join(level);
+            }
+            fs::create_dir(&path)
+                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+            created.push(path.clone());
+        }
+        Self {
+            path,
+            label,
+            created,
+        }
     }
 
     /// The cgroup v2 id: its directory's inode number.
@@ -242,16 +265,15 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        // Members exit asynchronously after being killed: retry briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while fs::remove_dir(&self.path).is_err() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        if self.path.exists() {
-            eprintln!(
-                "warning: could not remove test cgroup {}",
-                self.path.display()
-            );
+        for path in self.created.iter().rev() {
+            // Members exit asynchronously after being killed: retry briefly.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(path).is_err() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+            if path.exists() {
+                eprintln!("warning: could not remove test cgroup {}", path.display());
+            }
         }
     }
 }

@@ -95,16 +95,56 @@ fn hogs_queue_and_idle_sibling_does_not(attach: &str) {
         idle_hist.count > 10,
         "the sleeper woke up 150 times: {idle_hist:?}"
     );
+    // Far less waiting than the hogs (emulated VMs make every wakeup slow,
+    // so the bound is relative, not absolute).
     assert!(
-        idle_hist.sum < 0.05 * elapsed,
-        "an idle sibling waited {} s in {elapsed} s: {idle_hist:?}",
-        idle_hist.sum
+        idle_hist.sum < busy_hist.sum / 4.0,
+        "an idle sibling waited {} s, the hogs {} s: {idle_hist:?}",
+        idle_hist.sum,
+        busy_hist.sum
     );
     assert!(
         idle_long < 0.2,
         "an idle sibling should rarely wait > 1 ms, but {:.0} % of its waits did: {idle_hist:?}",
         idle_long * 100.0
     );
+}
+
+#[test]
+fn a_container_in_the_kubelet_layout_gets_its_container_labels() {
+    if !privileged("runqueue container labels") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let uid = "0f6a8b3c-1d2e-4f5a-8b9c-0d1e2f3a4b5c";
+    let id = "4e1f8a2c9b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f";
+    let pod_slice = format!("kubepods-burstable-pod{}.slice", uid.replace('-', "_"));
+    let container = TestCgroup::create_nested(
+        "k8s",
+        &[
+            "kubepods.slice",
+            "kubepods-burstable.slice",
+            &pod_slice,
+            &format!("cri-containerd-{id}.scope"),
+        ],
+    );
+    let workload = Workload::sleeper(10);
+    container.add(workload.pid());
+    thread::sleep(Duration::from_secs(1));
+    let scrape = agent.scrape();
+    drop(workload);
+
+    let count = format!("{METRIC}_count");
+    let labels = [
+        ("cgroup", container.label.as_str()),
+        ("container_id", id),
+        ("pod_uid", uid),
+        ("qos_class", "burstable"),
+    ];
+    let samples = scrape
+        .value(&count, &labels)
+        .unwrap_or_else(|| panic!("no series with {labels:?}:\n{}", scrape.text));
+    assert!(samples > 10.0, "{samples} samples");
 }
 
 #[test]

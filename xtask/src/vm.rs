@@ -265,14 +265,8 @@ fn unpack(deb: &Path, into: &Path) -> anyhow::Result<()> {
 /// runs the same x86_64 userspace).
 fn build_guest_tests(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let output = cargo(root)
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "stallwatch-tests",
-            "--tests",
-            "--no-run",
-        ])
+        // The same flags as `cargo xtask test`, so the host's build is reused.
+        .args(["test", "--workspace", "--release", "--no-run"])
         .args(["--message-format", "json"])
         .stderr(Stdio::inherit())
         .output()
@@ -287,7 +281,10 @@ fn build_guest_tests(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
         };
         let is_test = message["target"]["kind"]
             .as_array()
-            .is_some_and(|k| k.iter().any(|v| v == "test"));
+            .is_some_and(|k| k.iter().any(|v| v == "test"))
+            && message["manifest_path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/tests/Cargo.toml"));
         if let (true, Some(name), Some(exe)) = (
             is_test,
             message["target"]["name"].as_str(),
