@@ -225,15 +225,16 @@ impl TestCgroup {
         let mut label = format!("/stallwatch-test-{}-{name}", std::process::id());
         let mut created = Vec::new();
         let mut path = root.join(label.trim_start_matches('/'));
-        let mut levels = std::iter::once(None).chain(nested.iter().map(Some));
-        while let Some(level) = levels.next() {
-            if let Some(level) = level {
-                label = format!("{label}/{level}");
-                path = path.join(level);
-            }
-            fs::create_dir(&path)
+        let make = |path: &Path, created: &mut Vec<PathBuf>| {
+            fs::create_dir(path)
                 .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
-            created.push(path.clone());
+            created.push(path.to_owned());
+        };
+        make(&path, &mut created);
+        for level in nested {
+            label = format!("{label}/{level}");
+            path = path.join(level);
+            make(&path, &mut created);
         }
         Self {
             path,
