@@ -59,6 +59,11 @@ impl CgroupTree {
         self.by_id.len()
     }
 
+    /// Every known cgroup.
+    pub fn iter(&self) -> impl Iterator<Item = (CgroupId, &CgroupLabels)> {
+        self.by_id.iter().map(|(id, labels)| (*id, labels))
+    }
+
     /// When the last completed scan started.
     pub fn last_scan(&self) -> Option<Instant> {
         self.last_scan

@@ -15,9 +15,21 @@ use agent_ebpf::{CgroupId, histogram::Histogram, map_full::MapId};
 
 use crate::{
     cgroup_tree::CgroupTree,
+    cgroupfs::{
+        CgroupStats, Errors, StatsReader,
+        io::DeviceIo,
+        pressure::{self, Stall},
+    },
     labels::CgroupLabels,
     probes::{ProbeState, ProbeStatus, Probes, error_chain},
 };
+
+/// The node's pressure files.
+const NODE_PRESSURE: [&str; 3] = [
+    "/proc/pressure/cpu",
+    "/proc/pressure/memory",
+    "/proc/pressure/io",
+];
 
 pub struct Collector {
     probes: Probes,
@@ -26,6 +38,14 @@ pub struct Collector {
     unresolved: HashMap<CgroupId, Instant>,
     /// This scrape's run-queue histograms; the allocation is reused.
     runqueue: Vec<(CgroupId, Histogram)>,
+    /// Cgroup files, and this scrape's results (allocations reused).
+    reader: StatsReader,
+    file_stats: Vec<(CgroupId, CgroupStats)>,
+    devices: Vec<DeviceIo>,
+    /// `MAJ:MIN` → (`"MAJ:MIN"`, kernel disk name), resolved once per device.
+    device_names: HashMap<(u32, u32), (String, String)>,
+    node_pressure: [Stall; 3],
+    psi_absence_logged: bool,
     last_collect: Duration,
 }
 
@@ -37,9 +57,34 @@ pub struct View<'a> {
     pub collect_duration: Duration,
     tree: &'a CgroupTree,
     runqueue: &'a [(CgroupId, Histogram)],
+    file_stats: &'a [(CgroupId, CgroupStats)],
+    devices: &'a [DeviceIo],
+    device_names: &'a HashMap<(u32, u32), (String, String)>,
+    pub node_pressure: [Stall; 3],
+    pub read_errors: &'a Errors,
 }
 
 impl View<'_> {
+    /// File-based stats of cgroups whose path is known.
+    pub fn file_stats(&self) -> impl Iterator<Item = (&CgroupLabels, &CgroupStats)> {
+        self.file_stats
+            .iter()
+            .filter_map(|(id, stats)| Some((self.tree.get(*id)?, stats)))
+    }
+
+    /// The block devices of one cgroup's stats: (counts, `MAJ:MIN`, disk name).
+    pub fn devices_of(&self, stats: &CgroupStats) -> impl Iterator<Item = (&DeviceIo, &str, &str)> {
+        let (start, end) = stats.io;
+        self.devices
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let (id, name) = self.device_names.get(&(d.major, d.minor))?;
+                Some((d, id.as_str(), name.as_str()))
+            })
+    }
+
     /// Run-queue histograms of cgroups whose path is known.
     pub fn runqueue(&self) -> impl Iterator<Item = (&CgroupLabels, &Histogram)> {
         self.runqueue
@@ -63,6 +108,7 @@ impl Collector {
     pub fn new(
         probes: Probes,
         mut tree: CgroupTree,
+        reader: StatsReader,
     ) -> Result<Self, crate::cgroup_tree::CgroupTreeError> {
         tree.scan(Instant::now())?;
         Ok(Self {
@@ -70,6 +116,12 @@ impl Collector {
             tree,
             unresolved: HashMap::new(),
             runqueue: Vec::new(),
+            reader,
+            file_stats: Vec::new(),
+            devices: Vec::new(),
+            device_names: HashMap::new(),
+            node_pressure: [Stall::default(); 3],
+            psi_absence_logged: false,
             last_collect: Duration::ZERO,
         })
     }
@@ -123,6 +175,7 @@ impl Collector {
             );
         }
         self.forget_vanished(started);
+        self.read_files();
         self.last_collect = started.elapsed();
 
         View {
@@ -132,6 +185,72 @@ impl Collector {
             collect_duration: self.last_collect,
             tree: &self.tree,
             runqueue: &self.runqueue,
+            file_stats: &self.file_stats,
+            devices: &self.devices,
+            device_names: &self.device_names,
+            node_pressure: self.node_pressure,
+            read_errors: &self.reader.errors,
+        }
+    }
+
+    /// Reads the cgroup files of every cgroup that has them, and the node's
+    /// pressure. A cgroup that vanishes mid-read is left out of this scrape.
+    fn read_files(&mut self) {
+        let Self {
+            tree,
+            reader,
+            file_stats,
+            devices,
+            device_names,
+            node_pressure,
+            psi_absence_logged,
+            ..
+        } = self;
+        file_stats.clear();
+        devices.clear();
+        for (id, labels) in tree.iter().filter(|(_, l)| l.has_file_stats()) {
+            let start = devices.len();
+            match reader.read(&labels.cgroup, devices) {
+                Ok(stats) => file_stats.push((id, stats)),
+                Err(_vanished) => devices.truncate(start),
+            }
+        }
+        for device in devices.iter() {
+            device_names
+                .entry((device.major, device.minor))
+                .or_insert_with(|| {
+                    (
+                        format!("{}:{}", device.major, device.minor),
+                        disk_name(device.major, device.minor),
+                    )
+                });
+        }
+        let mut text = String::new();
+        for (slot, (path, name)) in node_pressure
+            .iter_mut()
+            .zip(NODE_PRESSURE.iter().zip(pressure::RESOURCES))
+        {
+            text.clear();
+            *slot = match std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+            {
+                Ok(_) => pressure::parse_stall(&text, pressure_file(name), &mut reader.errors),
+                Err(_) => Stall::default(),
+            };
+        }
+        if !*psi_absence_logged {
+            let cgroup_psi = file_stats
+                .iter()
+                .any(|(_, s)| s.pressure[0].some_seconds.is_some());
+            if node_pressure[0].some_seconds.is_none() || !cgroup_psi {
+                tracing::info!(
+                    node = node_pressure[0].some_seconds.is_some(),
+                    cgroups = cgroup_psi,
+                    "pressure stall information (PSI) is off or absent here; its series are omitted \
+                     (enable it with the psi=1 kernel argument)"
+                );
+            }
+            *psi_absence_logged = true;
         }
     }
 
@@ -167,4 +286,22 @@ impl Collector {
         });
         unresolved.retain(|id, _| tree.get(*id).is_none() && runqueue.iter().any(|(r, _)| r == id));
     }
+}
+
+fn pressure_file(resource: &str) -> &'static str {
+    match resource {
+        "cpu" => "/proc/pressure/cpu",
+        "memory" => "/proc/pressure/memory",
+        _ => "/proc/pressure/io",
+    }
+}
+
+/// The kernel's name of a block device (`sda`, `nvme0n1p1`, `dm-0`), from
+/// `/sys/dev/block/MAJ:MIN`; `MAJ:MIN` itself if it has none.
+fn disk_name(major: u32, minor: u32) -> String {
+    let link = format!("/sys/dev/block/{major}:{minor}");
+    std::fs::read_link(&link)
+        .ok()
+        .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| format!("{major}:{minor}"))
 }

@@ -15,8 +15,9 @@ use prometheus_client::{
 };
 
 use crate::{
+    cgroupfs::{CgroupStats, io::DeviceIo, memory::EVENTS, pressure::RESOURCES},
     collector::{Collector, View},
-    labels::CgroupLabels,
+    labels::{CgroupLabels, With},
 };
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -111,6 +112,8 @@ fn encode_view(
             .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
     }
 
+    encode_file_stats(view, encoder)?;
+
     let gauges: [(&str, &str, Option<&Unit>, f64); 2] = [
         (
             "stallwatch_scrape_duration",
@@ -139,6 +142,330 @@ fn encode_view(
     metric
         .encode_family(&[("version", VERSION)])?
         .encode_gauge(&1i64)?;
+    Ok(())
+}
+
+/// A per-cgroup series read from cgroup files.
+struct FileFamily {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    value: fn(&CgroupStats) -> Option<f64>,
+}
+
+const fn family(
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    value: fn(&CgroupStats) -> Option<f64>,
+) -> FileFamily {
+    FileFamily {
+        name,
+        help,
+        unit,
+        kind,
+        value,
+    }
+}
+
+fn count(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+/// Every single-valued series from cgroup files, in one table. The help text
+/// names the source file and, where one exists, the cAdvisor equivalent.
+const FILE_FAMILIES: [FileFamily; 20] = [
+    family(
+        "stallwatch_cpu_usage",
+        "CPU time used (cpu.stat usage_usec; v1 cpuacct.usage). cAdvisor: container_cpu_usage_seconds_total.",
+        Some(Unit::Seconds),
+        MetricType::Counter,
+        |s| s.cpu.usage_seconds,
+    ),
+    family(
+        "stallwatch_cpu_user",
+        "CPU time in user mode (cpu.stat user_usec; v1 cpuacct.stat). cAdvisor: container_cpu_user_seconds_total.",
+        Some(Unit::Seconds),
+        MetricType::Counter,
+        |s| s.cpu.user_seconds,
+    ),
+    family(
+        "stallwatch_cpu_system",
+        "CPU time in kernel mode (cpu.stat system_usec; v1 cpuacct.stat). cAdvisor: container_cpu_system_seconds_total.",
+        Some(Unit::Seconds),
+        MetricType::Counter,
+        |s| s.cpu.system_seconds,
+    ),
+    family(
+        "stallwatch_cpu_cfs_periods",
+        "CFS enforcement periods that elapsed (cpu.stat nr_periods). cAdvisor: container_cpu_cfs_periods_total.",
+        None,
+        MetricType::Counter,
+        |s| count(s.cpu.periods),
+    ),
+    family(
+        "stallwatch_cpu_cfs_throttled_periods",
+        "CFS periods in which the cgroup was throttled (cpu.stat nr_throttled). cAdvisor: container_cpu_cfs_throttled_periods_total.",
+        None,
+        MetricType::Counter,
+        |s| count(s.cpu.throttled_periods),
+    ),
+    family(
+        "stallwatch_cpu_cfs_throttled",
+        "Time the cgroup was throttled (cpu.stat throttled_usec; v1 throttled_time). cAdvisor: container_cpu_cfs_throttled_seconds_total.",
+        Some(Unit::Seconds),
+        MetricType::Counter,
+        |s| s.cpu.throttled_seconds,
+    ),
+    family(
+        "stallwatch_cpu_cfs_burst_periods",
+        "CFS periods in which the cgroup used burst (cpu.stat nr_bursts).",
+        None,
+        MetricType::Counter,
+        |s| count(s.cpu.burst_periods),
+    ),
+    family(
+        "stallwatch_cpu_cfs_burst",
+        "CPU time used in bursts (cpu.stat burst_usec; v1 burst_time).",
+        Some(Unit::Seconds),
+        MetricType::Counter,
+        |s| s.cpu.burst_seconds,
+    ),
+    family(
+        "stallwatch_cpu_limit_cores",
+        "CPU limit in cores, quota / period (cpu.max; v1 cpu.cfs_quota_us / cpu.cfs_period_us); absent when unlimited. cAdvisor: container_spec_cpu_quota / container_spec_cpu_period.",
+        None,
+        MetricType::Gauge,
+        |s| s.cpu.limit_cores,
+    ),
+    family(
+        "stallwatch_cpu_weight",
+        "CPU weight, 1 to 10000 (v2 cpu.weight).",
+        None,
+        MetricType::Gauge,
+        |s| count(s.cpu.weight),
+    ),
+    family(
+        "stallwatch_cpu_shares",
+        "CPU shares (v1 cpu.shares). cAdvisor: container_spec_cpu_shares.",
+        None,
+        MetricType::Gauge,
+        |s| count(s.cpu.shares),
+    ),
+    family(
+        "stallwatch_memory_usage",
+        "Memory in use, page cache included (memory.current; v1 memory.usage_in_bytes). cAdvisor: container_memory_usage_bytes.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.usage_bytes),
+    ),
+    family(
+        "stallwatch_memory_working_set",
+        "Usage minus inactive file pages, what the kubelet evicts on. cAdvisor: container_memory_working_set_bytes.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.working_set_bytes),
+    ),
+    family(
+        "stallwatch_memory_rss",
+        "Anonymous memory (memory.stat anon; v1 total_rss). cAdvisor: container_memory_rss.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.rss_bytes),
+    ),
+    family(
+        "stallwatch_memory_cache",
+        "Page cache (memory.stat file; v1 total_cache). cAdvisor: container_memory_cache.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.cache_bytes),
+    ),
+    family(
+        "stallwatch_memory_kernel",
+        "Kernel memory (memory.stat kernel, or its parts before 5.18; v1 memory.kmem.usage_in_bytes). cAdvisor: container_memory_kernel_usage.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.kernel_bytes),
+    ),
+    family(
+        "stallwatch_memory_swap",
+        "Swap in use (memory.swap.current; v1 total_swap). cAdvisor: container_memory_swap.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.swap_bytes),
+    ),
+    family(
+        "stallwatch_memory_limit",
+        "Memory limit (memory.max; v1 memory.limit_in_bytes); absent when unlimited. cAdvisor: container_spec_memory_limit_bytes.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.limit_bytes),
+    ),
+    family(
+        "stallwatch_memory_high",
+        "Memory throttling threshold (v2 memory.high); absent when unlimited.",
+        Some(Unit::Bytes),
+        MetricType::Gauge,
+        |s| count(s.memory.high_bytes),
+    ),
+    family(
+        "stallwatch_memory_major_page_faults",
+        "Major page faults (memory.stat pgmajfault; v1 total_pgmajfault). cAdvisor: container_memory_failures_total{failure_type=\"pgmajfault\"}.",
+        None,
+        MetricType::Counter,
+        |s| count(s.memory.major_faults),
+    ),
+];
+
+fn encode_value(
+    metric: &mut MetricEncoder<'_>,
+    kind: MetricType,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, f64, f64>(&value, None),
+        _ => metric.encode_gauge(&value),
+    }
+}
+
+/// (name, help, unit, counter) of a per-device series.
+type DeviceFamily = (&'static str, &'static str, Option<Unit>, fn(&DeviceIo) -> u64);
+
+fn encode_file_stats(
+    view: &View<'_>,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    for f in &FILE_FAMILIES {
+        let mut metric = encoder.encode_descriptor(f.name, f.help, f.unit.as_ref(), f.kind)?;
+        for (labels, stats) in view.file_stats() {
+            if let Some(value) = (f.value)(stats) {
+                encode_value(&mut metric.encode_family(labels)?, f.kind, value)?;
+            }
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_memory_workingset_refaults",
+        "Pages refaulted after eviction from the working set (memory.stat workingset_refault*).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, stats) in view.file_stats() {
+        if let Some(v) = stats.memory.workingset_refaults {
+            encode_value(
+                &mut metric.encode_family(labels)?,
+                MetricType::Counter,
+                v as f64,
+            )?;
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_memory_events",
+        "Memory events (memory.events low, high, max, oom, oom_kill; v1 memory.failcnt as max and memory.oom_control oom_kill). cAdvisor: container_oom_events_total is event=\"oom_kill\".",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, stats) in view.file_stats() {
+        for (event, value) in EVENTS.iter().zip(stats.memory.events) {
+            if let Some(v) = value {
+                encode_value(
+                    &mut metric.encode_family(&With(labels, [("event", event)]))?,
+                    MetricType::Counter,
+                    v as f64,
+                )?;
+            }
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_pressure_stalled",
+        "Time some or all of the cgroup's tasks were stalled on a resource (cpu.pressure, memory.pressure, io.pressure total). cAdvisor: container_pressure_<resource>_waiting_seconds_total is kind=\"some\", _stalled_ is kind=\"full\".",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+    )?;
+    for (labels, stats) in view.file_stats() {
+        for (resource, stall) in RESOURCES.iter().zip(stats.pressure) {
+            for (kind, value) in [("some", stall.some_seconds), ("full", stall.full_seconds)] {
+                if let Some(v) = value {
+                    let set = With(labels, [("resource", resource), ("kind", kind)]);
+                    encode_value(&mut metric.encode_family(&set)?, MetricType::Counter, v)?;
+                }
+            }
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_node_pressure_stalled",
+        "Time some or all of the node's tasks were stalled on a resource (/proc/pressure). node_exporter: node_pressure_<resource>_waiting_seconds_total is kind=\"some\".",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+    )?;
+    for (resource, stall) in RESOURCES.iter().zip(view.node_pressure) {
+        for (kind, value) in [("some", stall.some_seconds), ("full", stall.full_seconds)] {
+            if let Some(v) = value {
+                let set = [("resource", *resource), ("kind", kind)];
+                encode_value(&mut metric.encode_family(&set)?, MetricType::Counter, v)?;
+            }
+        }
+    }
+
+    let io: [DeviceFamily; 4] = [
+        (
+            "stallwatch_disk_read",
+            "Bytes read from a block device (io.stat rbytes; v1 blkio.throttle.io_service_bytes). cAdvisor: container_fs_reads_bytes_total.",
+            Some(Unit::Bytes),
+            |d| d.read_bytes,
+        ),
+        (
+            "stallwatch_disk_written",
+            "Bytes written to a block device (io.stat wbytes; v1 blkio.throttle.io_service_bytes). cAdvisor: container_fs_writes_bytes_total.",
+            Some(Unit::Bytes),
+            |d| d.write_bytes,
+        ),
+        (
+            "stallwatch_disk_reads",
+            "Read operations on a block device (io.stat rios; v1 blkio.throttle.io_serviced). cAdvisor: container_fs_reads_total.",
+            None,
+            |d| d.reads,
+        ),
+        (
+            "stallwatch_disk_writes",
+            "Write operations on a block device (io.stat wios; v1 blkio.throttle.io_serviced). cAdvisor: container_fs_writes_total.",
+            None,
+            |d| d.writes,
+        ),
+    ];
+    for (name, help, unit, value) in io {
+        let mut metric =
+            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for (labels, stats) in view.file_stats() {
+            for (device, id, disk) in view.devices_of(stats) {
+                let set = With(labels, [("device", id), ("device_name", disk)]);
+                encode_value(
+                    &mut metric.encode_family(&set)?,
+                    MetricType::Counter,
+                    value(device) as f64,
+                )?;
+            }
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_cgroup_read_errors",
+        "Malformed lines and failed reads in cgroup files, by file name; each file is logged once.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (file, n) in view.read_errors.iter() {
+        encode_value(
+            &mut metric.encode_family(&[("file", file)])?,
+            MetricType::Counter,
+            n as f64,
+        )?;
+    }
     Ok(())
 }
 

@@ -42,6 +42,31 @@ impl CgroupLabels {
     }
 }
 
+impl CgroupLabels {
+    /// Whether the cgroup's files are read at scrape time: the node's root,
+    /// and what people size and alert on (containers, pods, systemd units),
+    /// not every intermediate slice.
+    pub fn has_file_stats(&self) -> bool {
+        self.cgroup == "/"
+            || self.container_id.is_some()
+            || self.pod_uid.is_some()
+            || self.systemd_unit.is_some()
+    }
+}
+
+/// A cgroup's labels plus series-specific ones (`event`, `device`, …).
+pub struct With<'a, const N: usize>(pub &'a CgroupLabels, pub [(&'a str, &'a str); N]);
+
+impl<const N: usize> EncodeLabelSet for With<'_, N> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelSet::encode(self.0, encoder)?;
+        for pair in &self.1 {
+            EncodeOne::encode(pair, encoder)?;
+        }
+        Ok(())
+    }
+}
+
 impl EncodeLabelSet for CgroupLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Self {

@@ -5,6 +5,7 @@
 
 mod cgroup_mount;
 mod cgroup_tree;
+mod cgroupfs;
 mod cli;
 mod collector;
 mod exposition;
@@ -118,7 +119,9 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         .map(|logger| tokio::spawn(forward_probe_logs(logger)));
 
     let tree = CgroupTree::new(cgroup_root.clone(), MIN_RESCAN, args.cgroup_rescan_interval);
-    let collector = Collector::new(probes, tree)
+    let reader = cgroupfs::StatsReader::new(cgroupfs::Hierarchies::discover(&cgroup_root));
+    tracing::info!(hierarchies = ?reader.hierarchies(), "cgroup files");
+    let collector = Collector::new(probes, tree, reader)
         .with_context(|| format!("scanning the cgroup2 tree at {}", cgroup_root.display()))?;
     let exporter = Arc::new(Exporter::new(collector));
     let state = Arc::new(http::AppState {
