@@ -9,6 +9,7 @@
 
 pub mod histogram;
 pub mod map_full;
+pub mod reclaim;
 pub mod runqueue;
 
 /// A cgroup v2 id: the inode number of the cgroup's directory in cgroup2,

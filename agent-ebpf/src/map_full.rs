@@ -15,16 +15,27 @@ pub enum MapId {
     RunqTasks = 0,
     /// Per-cgroup run-queue latency histograms (`RUNQ_HIST`).
     RunqHist = 1,
+    /// Reclaims in progress (`RECLAIM_START`).
+    ReclaimStart = 2,
+    /// Per-cgroup reclaim stall histograms (`RECLAIM_HIST`).
+    ReclaimHist = 3,
 }
 
 impl MapId {
-    pub const ALL: [Self; 2] = [Self::RunqTasks, Self::RunqHist];
+    pub const ALL: [Self; 4] = [
+        Self::RunqTasks,
+        Self::RunqHist,
+        Self::ReclaimStart,
+        Self::ReclaimHist,
+    ];
 
     /// The map's name, as in the `map` label.
     pub const fn map_name(self) -> &'static str {
         match self {
             Self::RunqTasks => crate::runqueue::TASKS_MAP,
             Self::RunqHist => crate::runqueue::HIST_MAP,
+            Self::ReclaimStart => crate::reclaim::START_MAP,
+            Self::ReclaimHist => crate::reclaim::HIST_MAP,
         }
     }
 }

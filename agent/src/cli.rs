@@ -40,7 +40,7 @@ pub struct RunArgs {
     pub tracefs: Option<PathBuf>,
 
     /// Signals to measure, comma-separated.
-    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue])]
+    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim])]
     pub probes: Vec<Signal>,
 
     /// How the run-queue probes attach: raw tracepoints (Linux 5.18+, cheapest),
@@ -121,7 +121,7 @@ mod tests {
         let cli = Cli::try_parse_from(["agent", "run"]).expect("parses");
         let Command::Run(args) = cli.command;
         assert_eq!(args.listen.to_string(), "0.0.0.0:9740");
-        assert_eq!(args.probes, vec![Signal::Runqueue]);
+        assert_eq!(args.probes, vec![Signal::Runqueue, Signal::Reclaim]);
         assert_eq!(args.max_tasks, DEFAULT_MAX_TASKS);
     }
 

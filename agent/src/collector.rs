@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_ebpf::{CgroupId, histogram::Histogram, map_full::MapId};
+use agent_ebpf::{
+    CgroupId,
+    histogram::Histogram,
+    map_full::MapId,
+    reclaim::{KIND_NAMES, ReclaimKey},
+};
 
 use crate::{
     cgroup_tree::CgroupTree,
@@ -36,8 +41,11 @@ pub struct Collector {
     tree: CgroupTree,
     /// Ids seen in a kernel map but not in the tree, and since when.
     unresolved: HashMap<CgroupId, Instant>,
-    /// This scrape's run-queue histograms; the allocation is reused.
+    /// This scrape's run-queue and reclaim histograms; allocations reused.
     runqueue: Vec<(CgroupId, Histogram)>,
+    reclaim: Vec<(ReclaimKey, Histogram)>,
+    /// Cgroup ids found gone in this scrape.
+    stale: Vec<CgroupId>,
     /// Cgroup files, and this scrape's results (allocations reused).
     reader: StatsReader,
     file_stats: Vec<(CgroupId, CgroupStats)>,
@@ -57,6 +65,7 @@ pub struct View<'a> {
     pub collect_duration: Duration,
     tree: &'a CgroupTree,
     runqueue: &'a [(CgroupId, Histogram)],
+    reclaim: &'a [(ReclaimKey, Histogram)],
     file_stats: &'a [(CgroupId, CgroupStats)],
     devices: &'a [DeviceIo],
     device_names: &'a HashMap<(u32, u32), (String, String)>,
@@ -65,6 +74,14 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
+    /// Reclaim stall histograms, with their `kind`, of cgroups whose path is known.
+    pub fn reclaim(&self) -> impl Iterator<Item = (&CgroupLabels, &'static str, &Histogram)> {
+        self.reclaim.iter().filter_map(|(key, hist)| {
+            let kind = KIND_NAMES.get(key.kind as usize)?;
+            Some((self.tree.get(key.cgroup)?, *kind, hist))
+        })
+    }
+
     /// File-based stats of cgroups whose path is known.
     pub fn file_stats(&self) -> impl Iterator<Item = (&CgroupLabels, &CgroupStats)> {
         self.file_stats
@@ -116,6 +133,8 @@ impl Collector {
             tree,
             unresolved: HashMap::new(),
             runqueue: Vec::new(),
+            reclaim: Vec::new(),
+            stale: Vec::new(),
             reader,
             file_stats: Vec::new(),
             devices: Vec::new(),
@@ -162,10 +181,17 @@ impl Collector {
             );
         }
 
-        let missed = self
-            .runqueue
-            .iter()
-            .any(|(id, _)| self.tree.get(*id).is_none());
+        self.reclaim.clear();
+        if let Some(maps) = &self.probes.reclaim
+            && let Err(e) = maps.read_into(&mut self.reclaim)
+        {
+            tracing::warn!(
+                "reading the reclaim stall histograms failed: {}",
+                error_chain(&e)
+            );
+        }
+
+        let missed = self.kernel_ids().any(|id| self.tree.get(id).is_none());
         if self.tree.scan_due(Instant::now(), missed)
             && let Err(e) = self.tree.scan(Instant::now())
         {
@@ -181,7 +207,13 @@ impl Collector {
         View {
             probes: &self.probes.status,
             map_full: self.probes.map_full_counts(),
-            tracked_cgroups: self.runqueue.len(),
+            tracked_cgroups: {
+                let mut ids: Vec<CgroupId> = self.kernel_ids().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.len()
+            },
+            reclaim: &self.reclaim,
             collect_duration: self.last_collect,
             tree: &self.tree,
             runqueue: &self.runqueue,
@@ -254,37 +286,61 @@ impl Collector {
         }
     }
 
+    /// Cgroup ids that have state in a kernel map (may repeat).
+    fn kernel_ids(&self) -> impl Iterator<Item = CgroupId> + '_ {
+        self.runqueue
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(self.reclaim.iter().map(|(key, _)| key.cgroup))
+    }
+
     /// Deletes the kernel state of ids that a scan which started after they
     /// were read did not find: their cgroup is gone, and ids are never reused.
     fn forget_vanished(&mut self, read_at: Instant) {
+        let last_scan = self.tree.last_scan();
+        let mut stale = std::mem::take(&mut self.stale);
+        stale.clear();
+        let ids: Vec<CgroupId> = self
+            .kernel_ids()
+            .filter(|id| self.tree.get(*id).is_none())
+            .collect();
+        for id in ids {
+            let first_seen = *self.unresolved.entry(id).or_insert(read_at);
+            if last_scan.is_some_and(|scan| scan > first_seen) && !stale.contains(&id) {
+                stale.push(id);
+            }
+        }
+        for id in &stale {
+            if let Some(maps) = self.probes.runqueue.as_mut()
+                && let Err(e) = maps.forget(*id)
+            {
+                tracing::warn!(
+                    "deleting run-queue state of cgroup {id}: {}",
+                    error_chain(&e)
+                );
+            }
+            if let Some(maps) = self.probes.reclaim.as_mut()
+                && let Err(e) = maps.forget(*id)
+            {
+                tracing::warn!("deleting reclaim state of cgroup {id}: {}", error_chain(&e));
+            }
+            self.unresolved.remove(id);
+        }
+        self.runqueue.retain(|(id, _)| !stale.contains(id));
+        self.reclaim.retain(|(key, _)| !stale.contains(&key.cgroup));
         let Self {
-            probes,
             tree,
             unresolved,
             runqueue,
+            reclaim,
             ..
         } = self;
-        let last_scan = tree.last_scan();
-        runqueue.retain(|(id, _)| {
-            if tree.get(*id).is_some() {
-                return true;
-            }
-            let first_seen = *unresolved.entry(*id).or_insert(read_at);
-            if last_scan.is_some_and(|scan| scan > first_seen) {
-                if let Some(maps) = probes.runqueue.as_mut()
-                    && let Err(e) = maps.forget(*id)
-                {
-                    tracing::warn!(
-                        "deleting run-queue state of cgroup {id}: {}",
-                        error_chain(&e)
-                    );
-                }
-                unresolved.remove(id);
-                return false;
-            }
-            true
+        unresolved.retain(|id, _| {
+            tree.get(*id).is_none()
+                && (runqueue.iter().any(|(r, _)| r == id)
+                    || reclaim.iter().any(|(k, _)| k.cgroup == *id))
         });
-        unresolved.retain(|id, _| tree.get(*id).is_none() && runqueue.iter().any(|(r, _)| r == id));
+        self.stale = stale;
     }
 }
 

@@ -17,7 +17,7 @@ use prometheus_client::{
 use crate::{
     cgroupfs::{CgroupStats, io::DeviceIo, memory::EVENTS, pressure::RESOURCES},
     collector::{Collector, View},
-    labels::{CgroupLabels, With},
+    labels::With,
 };
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -85,6 +85,16 @@ fn encode_view(
     )?;
     for (labels, hist) in view.runqueue() {
         encode_kernel_histogram(&mut metric, labels, hist, bounds)?;
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_memory_reclaim_stall",
+        "Time tasks of the cgroup were stalled reclaiming memory: kind=\"direct\" for the page allocator (mm_vmscan_direct_reclaim), kind=\"memcg\" for the cgroup's own limit (mm_vmscan_memcg_reclaim).",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (labels, kind, hist) in view.reclaim() {
+        encode_kernel_histogram(&mut metric, &With(labels, [("kind", kind)]), hist, bounds)?;
     }
 
     let mut metric = encoder.encode_descriptor(
@@ -331,7 +341,12 @@ fn encode_value(
 }
 
 /// (name, help, unit, counter) of a per-device series.
-type DeviceFamily = (&'static str, &'static str, Option<Unit>, fn(&DeviceIo) -> u64);
+type DeviceFamily = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&DeviceIo) -> u64,
+);
 
 fn encode_file_stats(
     view: &View<'_>,
@@ -472,7 +487,7 @@ fn encode_file_stats(
 /// Encodes one histogram as the kernel counted it, on the kernel's bounds.
 fn encode_kernel_histogram(
     metric: &mut MetricEncoder<'_>,
-    labels: &CgroupLabels,
+    labels: &impl prometheus_client::encoding::EncodeLabelSet,
     hist: &Histogram,
     bounds: &[(f64, u64); SLOTS],
 ) -> Result<(), std::fmt::Error> {

@@ -129,6 +129,19 @@ impl Agent {
         }
     }
 
+    /// Scrapes until `ready` holds for a scrape (a new cgroup is known after
+    /// the agent's next rescan, at most a second after it first shows up).
+    pub fn scrape_until(&self, within: Duration, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = Instant::now() + within;
+        loop {
+            let scrape = self.scrape();
+            if ready(&scrape) || Instant::now() > deadline {
+                return scrape;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -298,7 +311,7 @@ impl Workload {
         ))
     }
 
-    fn shell(script: &str) -> Self {
+    pub fn shell(script: &str) -> Self {
         let child = Command::new("/bin/sh")
             .args(["-c", script])
             .stdin(Stdio::null())
@@ -537,5 +550,237 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+}
+
+/// Whether cgroup2 holds the controllers (a pure v2 node) or only ids (hybrid).
+pub fn pure_v2() -> bool {
+    cgroup2_root() == Path::new("/sys/fs/cgroup")
+}
+
+/// This process's v1 `memory` cgroup, as `/proc/self/cgroup` shows it.
+fn own_v1_memory_cgroup() -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_owned())
+    })
+}
+
+/// A directory tree made for a test in one hierarchy; removes what it made.
+struct MadeDirs {
+    made: Vec<PathBuf>,
+    leaf: PathBuf,
+}
+
+impl MadeDirs {
+    /// Makes `root/rel` level by level, enabling `controllers` in each
+    /// parent's `cgroup.subtree_control` (v2) when given.
+    fn create(root: &Path, rel: &str, controllers: Option<&str>) -> Self {
+        let mut made = Vec::new();
+        let mut path = root.to_owned();
+        for level in rel.split('/').filter(|l| !l.is_empty()) {
+            if let Some(controllers) = controllers {
+                let _ = fs::write(path.join("cgroup.subtree_control"), controllers);
+            }
+            path.push(level);
+            if !path.is_dir() {
+                fs::create_dir(&path)
+                    .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
+                made.push(path.clone());
+            }
+        }
+        Self { made, leaf: path }
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for path in self.made.iter().rev() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(path).is_err() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(50));
+            }
+            if path.exists() {
+                eprintln!("warning: could not remove test cgroup {}", path.display());
+            }
+        }
+    }
+}
+
+/// A container cgroup in the kubelet's systemd layout, made on whatever
+/// layout this machine has: in cgroup2 with its controllers (pure v2), or in
+/// cgroup2 for the id plus the same path in the v1 `cpu` and `memory`
+/// hierarchies (hybrid). On hybrid hosts every path lies beneath this
+/// process's own v1 memory cgroup, so no process leaves the memory cgroup
+/// it started in.
+pub struct ContainerCgroup {
+    /// The path below the cgroup2 root, as in the `cgroup` label.
+    pub label: String,
+    pub container_id: String,
+    v2: MadeDirs,
+    cpu_v1: Option<MadeDirs>,
+    memory_v1: Option<MadeDirs>,
+}
+
+impl ContainerCgroup {
+    pub fn create(name: &str) -> Self {
+        let uid = "7c1e2d3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
+        let container_id =
+            format!("{:0>64}", format!("{:x}", std::process::id())).replace('0', "a");
+        let prefix = if pure_v2() {
+            String::new()
+        } else {
+            own_v1_memory_cgroup().unwrap_or_default()
+        };
+        let label = format!(
+            "{}/stallwatch-test-{}-{name}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{container_id}.scope",
+            prefix.trim_end_matches('/'),
+            std::process::id(),
+            uid.replace('-', "_"),
+        );
+        let (v2, cpu_v1, memory_v1) = if pure_v2() {
+            (
+                MadeDirs::create(&cgroup2_root(), &label, Some("+cpu +memory")),
+                None,
+                None,
+            )
+        } else {
+            (
+                MadeDirs::create(&cgroup2_root(), &label, None),
+                Some(MadeDirs::create(
+                    Path::new("/sys/fs/cgroup/cpu"),
+                    &label,
+                    None,
+                )),
+                Some(MadeDirs::create(
+                    Path::new("/sys/fs/cgroup/memory"),
+                    &label,
+                    None,
+                )),
+            )
+        };
+        Self {
+            label,
+            container_id,
+            v2,
+            cpu_v1,
+            memory_v1,
+        }
+    }
+
+    fn cpu_dir(&self) -> &Path {
+        self.cpu_v1.as_ref().map_or(&self.v2.leaf, |d| &d.leaf)
+    }
+
+    fn memory_dir(&self) -> &Path {
+        self.memory_v1.as_ref().map_or(&self.v2.leaf, |d| &d.leaf)
+    }
+
+    /// Limits the container to `quota_us` of CPU per `period_us`.
+    pub fn limit_cpu(&self, quota_us: u64, period_us: u64) {
+        let (file, value) = match &self.cpu_v1 {
+            Some(_) => ("cpu.cfs_period_us", period_us.to_string()),
+            None => ("cpu.max", format!("{quota_us} {period_us}")),
+        };
+        write_cgroup_file(self.cpu_dir(), file, &value);
+        if self.cpu_v1.is_some() {
+            write_cgroup_file(self.cpu_dir(), "cpu.cfs_quota_us", &quota_us.to_string());
+        }
+    }
+
+    /// Limits the container's memory, without swap.
+    pub fn limit_memory(&self, bytes: u64) {
+        match &self.memory_v1 {
+            Some(_) => write_cgroup_file(
+                self.memory_dir(),
+                "memory.limit_in_bytes",
+                &bytes.to_string(),
+            ),
+            None => {
+                write_cgroup_file(self.memory_dir(), "memory.max", &bytes.to_string());
+                let _ = fs::write(self.memory_dir().join("memory.swap.max"), "0");
+            }
+        }
+    }
+
+    /// The `cgroup.procs` files a process must be written to, to be in this
+    /// container in every hierarchy.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        [
+            Some(&self.v2),
+            self.cpu_v1.as_ref(),
+            self.memory_v1.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.leaf.join("cgroup.procs"))
+        .collect()
+    }
+
+    /// Moves a process into this container in every hierarchy.
+    pub fn add(&self, pid: u32) {
+        for procs in self.procs_files() {
+            write_cgroup_file(
+                procs.parent().unwrap_or(Path::new("/")),
+                "cgroup.procs",
+                &pid.to_string(),
+            );
+        }
+    }
+
+    /// (throttled periods, throttled seconds) as the kernel reports them now.
+    pub fn throttled(&self) -> (u64, f64) {
+        let text = fs::read_to_string(self.cpu_dir().join("cpu.stat")).unwrap_or_default();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        match &self.cpu_v1 {
+            Some(_) => (value("nr_throttled"), value("throttled_time") as f64 / 1e9),
+            None => (value("nr_throttled"), value("throttled_usec") as f64 / 1e6),
+        }
+    }
+
+    /// OOM kills as the kernel reports them now.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.memory_v1.is_some() {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
+        let text = fs::read_to_string(self.memory_dir().join(file)).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn write_cgroup_file(dir: &Path, file: &str, value: &str) {
+    let path = dir.join(file);
+    fs::write(&path, value)
+        .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", path.display()));
+}
+
+impl Workload {
+    /// A shell that first joins `procs` files, then runs `script`: it is in
+    /// the cgroups before it starts any work or child.
+    pub fn in_cgroups(procs: &[PathBuf], script: &str) -> Self {
+        let joins: String = procs
+            .iter()
+            .map(|p| format!("echo $$ > '{}' && ", p.display()))
+            .collect();
+        Self::shell(&format!("{joins}{script}"))
     }
 }

@@ -16,7 +16,11 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod hist;
+#[cfg(target_arch = "bpf")]
 mod map_full;
+#[cfg(target_arch = "bpf")]
+mod reclaim;
 #[cfg(target_arch = "bpf")]
 mod runqueue;
 

@@ -24,7 +24,7 @@
 
 use agent_ebpf::{
     CgroupId,
-    histogram::{self, Histogram},
+    histogram::Histogram,
     map_full::MapId,
     runqueue::{
         DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS, SchedFields, TASK_EXIT_STATE_MASK,
@@ -33,17 +33,15 @@ use agent_ebpf::{
 };
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::BPF_ANY,
     helpers::bpf_get_current_pid_tgid,
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap},
+    maps::HashMap,
     programs::{RawTracePointContext, TracePointContext},
 };
 
-use crate::map_full;
-
-const EEXIST: i32 = 17;
+use crate::{hist, map_full};
 
 /// Keyed by [`TaskKey`]: a pid (classic tracepoints) or a `task_struct`
 /// address (raw tracepoints); one mode is attached at a time.
@@ -52,11 +50,6 @@ static RUNQ_TASKS: HashMap<TaskKey, TaskWait> = HashMap::with_max_entries(DEFAUL
 
 #[map(name = "RUNQ_HIST")]
 static RUNQ_HIST: HashMap<CgroupId, Histogram> = HashMap::with_max_entries(DEFAULT_MAX_CGROUPS, 0);
-
-/// A zeroed histogram to insert from: 408 bytes do not fit the BPF stack
-/// comfortably next to everything else.
-#[map(name = "RUNQ_ZERO")]
-static RUNQ_ZERO: Array<Histogram> = Array::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static RUNQ_FIELDS: SchedFields = SchedFields::UNSET;
@@ -214,7 +207,7 @@ fn switched_out<C: EbpfContext>(
                 unsafe { (*entry).pending_wait_ns = 0 };
                 // SAFETY: a kernel helper without preconditions.
                 let cgroup = unsafe { bpf_get_current_cgroup_id() };
-                record(ctx, cgroup, pending);
+                hist::record(ctx, &RUNQ_HIST, &cgroup, pending, MapId::RunqHist);
             }
             if exited {
                 let _ = RUNQ_TASKS.remove(task);
@@ -243,39 +236,5 @@ fn switched_in(task: TaskKey, now: u64) {
             // A zero wait is a real sample; keep it distinguishable from none.
             (*entry).pending_wait_ns = now.saturating_sub(since).max(1);
         }
-    }
-}
-
-/// Adds one wait to `cgroup`'s histogram.
-#[inline(always)]
-fn record<C: EbpfContext>(ctx: &C, cgroup: CgroupId, wait_ns: u64) {
-    let hist = match RUNQ_HIST.get_ptr_mut(cgroup) {
-        Some(hist) => hist,
-        None => {
-            let Some(zero) = RUNQ_ZERO.get(0) else { return };
-            match RUNQ_HIST.insert(cgroup, zero, u64::from(BPF_NOEXIST)) {
-                Ok(()) => {}
-                // Another CPU created it first: fine.
-                Err(EEXIST) => {}
-                Err(err) => {
-                    map_full::record(ctx, MapId::RunqHist, err);
-                    return;
-                }
-            }
-            let Some(hist) = RUNQ_HIST.get_ptr_mut(cgroup) else {
-                return;
-            };
-            hist
-        }
-    };
-    let slot = histogram::slot_for(wait_ns);
-    // SAFETY: `hist` points into a live hash map value; the fields are only
-    // ever updated atomically, from any CPU.
-    unsafe {
-        let Some(bucket) = (*hist).buckets.get_mut(slot) else {
-            return;
-        };
-        crate::atomic_add(bucket, 1);
-        crate::atomic_add(&mut (*hist).sum_ns, wait_ns);
     }
 }

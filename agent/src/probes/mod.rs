@@ -5,6 +5,7 @@
 //! tracepoint, a verifier rejection) is reported as down while the others
 //! keep working.
 
+pub mod reclaim;
 pub mod runqueue;
 
 use std::fmt;
@@ -13,7 +14,7 @@ use agent_ebpf::map_full::{MAP_FULL, MAP_FULL_ENTRIES, MapId};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 
 use crate::tracefs::Tracefs;
@@ -27,12 +28,15 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub enum Signal {
     /// CPU run-queue latency (sched tracepoints).
     Runqueue,
+    /// Memory reclaim stalls (vmscan tracepoints).
+    Reclaim,
 }
 
 impl Signal {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Runqueue => runqueue::PROBE,
+            Self::Reclaim => reclaim::PROBE,
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct Probes {
     _ebpf: Ebpf,
     pub status: Vec<ProbeStatus>,
     pub runqueue: Option<runqueue::RunqueueMaps>,
+    pub reclaim: Option<reclaim::ReclaimMaps>,
     map_full: Array<MapData, u64>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -145,7 +150,12 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, options.max_tasks)
-            .map_max_entries(agent_ebpf::runqueue::HIST_MAP, options.max_cgroups);
+            .map_max_entries(agent_ebpf::runqueue::HIST_MAP, options.max_cgroups)
+            // One histogram per cgroup and kind of reclaim.
+            .map_max_entries(
+                agent_ebpf::reclaim::HIST_MAP,
+                options.max_cgroups.saturating_mul(2),
+            );
         let fields = match &runqueue_fields {
             Some(Ok(fields)) => *fields,
             _ => agent_ebpf::runqueue::SchedFields::UNSET,
@@ -179,11 +189,27 @@ impl Probes {
             });
         }
 
+        let mut reclaim = None;
+        if enabled.contains(&Signal::Reclaim) {
+            let state = match reclaim::attach(&mut ebpf) {
+                Ok(()) => {
+                    reclaim = Some(reclaim::ReclaimMaps::take(&mut ebpf)?);
+                    ProbeState::Up
+                }
+                Err(why) => ProbeState::Down(why),
+            };
+            status.push(ProbeStatus {
+                signal: Signal::Reclaim,
+                state,
+            });
+        }
+
         let map_full = take_map(&mut ebpf, MAP_FULL)?;
         Ok(Self {
             _ebpf: ebpf,
             status,
             runqueue,
+            reclaim,
             map_full,
             logger,
         })
@@ -193,6 +219,37 @@ impl Probes {
     pub fn map_full_counts(&self) -> [(MapId, u64); MAP_FULL_ENTRIES as usize] {
         MapId::ALL.map(|id| (id, self.map_full.get(&(id as u32), 0).unwrap_or(0)))
     }
+}
+
+/// Loads and attaches raw tracepoint programs, all or none: a partial
+/// attachment would count some events and not others (or twice, next to a
+/// fallback).
+pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Result<(), String> {
+    let attached = programs.iter().try_for_each(|(program, tracepoint)| {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        prog.load()
+            .map_err(|e| format!("program {program}: {}", error_chain(&e)))?;
+        prog.attach(tracepoint).map(|_| ()).map_err(|e| {
+            format!(
+                "program {program} on raw tracepoint {tracepoint}: {}",
+                error_chain(&e)
+            )
+        })
+    });
+    if attached.is_err() {
+        for (program, _) in programs {
+            let prog: Option<&mut RawTracePoint> =
+                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                let _ = prog.unload();
+            }
+        }
+    }
+    attached
 }
 
 /// Loads and attaches one tracepoint program.

@@ -12,7 +12,6 @@ use agent_ebpf::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
-    programs::RawTracePoint,
     util::KernelVersion,
 };
 
@@ -140,9 +139,9 @@ pub fn attach(
     };
     match mode {
         AttachMode::Tracepoint => classic(ebpf),
-        AttachMode::Raw => attach_raw(ebpf).map(|()| AttachMode::Raw),
+        AttachMode::Raw => super::attach_raw_all(ebpf, &RAW_PROGRAMS).map(|()| AttachMode::Raw),
         AttachMode::Auto => match raw_supported() {
-            Ok(()) => match attach_raw(ebpf) {
+            Ok(()) => match super::attach_raw_all(ebpf, &RAW_PROGRAMS) {
                 Ok(()) => Ok(AttachMode::Raw),
                 Err(why) => {
                     tracing::warn!("raw tracepoints failed ({why}); using classic tracepoints");
@@ -167,33 +166,6 @@ fn raw_supported() -> Result<(), String> {
             "kernel {current} is older than {RAW_SINCE}, whose sched_switch passes prev_state"
         ))
     }
-}
-
-/// Attaches all raw programs, or none: a partial attachment would count
-/// twice next to the classic fallback.
-fn attach_raw(ebpf: &mut Ebpf) -> Result<(), String> {
-    let attached = RAW_PROGRAMS.iter().try_for_each(|(program, tracepoint)| {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
-            .try_into()
-            .map_err(|e| format!("program {program}: {e}"))?;
-        prog.load()
-            .map_err(|e| format!("program {program}: {}", super::error_chain(&e)))?;
-        prog.attach(tracepoint)
-            .map(|_| ())
-            .map_err(|e| format!("program {program}: {}", super::error_chain(&e)))
-    });
-    if attached.is_err() {
-        for (program, _) in RAW_PROGRAMS {
-            let prog: Option<&mut RawTracePoint> =
-                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                let _ = prog.unload();
-            }
-        }
-    }
-    attached
 }
 
 /// The maps userspace reads.
