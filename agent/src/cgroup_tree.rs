@@ -59,6 +59,10 @@ impl CgroupTree {
         self.by_id.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Every known cgroup.
     pub fn iter(&self) -> impl Iterator<Item = (CgroupId, &CgroupLabels)> {
         self.by_id.iter().map(|(id, labels)| (*id, labels))

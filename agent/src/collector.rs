@@ -29,6 +29,33 @@ use crate::{
     probes::{ProbeState, ProbeStatus, Probes, error_chain},
 };
 
+/// Below this many cgroups, files are read on the scraping thread alone.
+const PARALLEL_FROM: usize = 64;
+
+/// A thread's share of reading cgroup files.
+#[derive(Debug)]
+struct Worker {
+    reader: StatsReader,
+    stats: Vec<(CgroupId, CgroupStats)>,
+    devices: Vec<DeviceIo>,
+}
+
+/// Reads the files of `targets`, leaving out cgroups that vanish meanwhile.
+fn read_some(
+    reader: &mut StatsReader,
+    targets: &[(CgroupId, &str)],
+    out: &mut Vec<(CgroupId, CgroupStats)>,
+    devices: &mut Vec<DeviceIo>,
+) {
+    for (id, path) in targets {
+        let start = devices.len();
+        match reader.read(path, devices) {
+            Ok(stats) => out.push((*id, stats)),
+            Err(_vanished) => devices.truncate(start),
+        }
+    }
+}
+
 /// The node's pressure files.
 const NODE_PRESSURE: [&str; 3] = [
     "/proc/pressure/cpu",
@@ -48,6 +75,8 @@ pub struct Collector {
     stale: Vec<CgroupId>,
     /// Cgroup files, and this scrape's results (allocations reused).
     reader: StatsReader,
+    /// One reader per core for large nodes, with buffers kept between scrapes.
+    workers: Vec<Worker>,
     file_stats: Vec<(CgroupId, CgroupStats)>,
     devices: Vec<DeviceIo>,
     /// `MAJ:MIN` → (`"MAJ:MIN"`, kernel disk name), resolved once per device.
@@ -135,6 +164,13 @@ impl Collector {
             runqueue: Vec::new(),
             reclaim: Vec::new(),
             stale: Vec::new(),
+            workers: (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+                .map(|_| Worker {
+                    reader: reader.worker(),
+                    stats: Vec::new(),
+                    devices: Vec::new(),
+                })
+                .collect(),
             reader,
             file_stats: Vec::new(),
             devices: Vec::new(),
@@ -231,6 +267,7 @@ impl Collector {
         let Self {
             tree,
             reader,
+            workers,
             file_stats,
             devices,
             device_names,
@@ -240,11 +277,39 @@ impl Collector {
         } = self;
         file_stats.clear();
         devices.clear();
-        for (id, labels) in tree.iter().filter(|(_, l)| l.has_file_stats()) {
-            let start = devices.len();
-            match reader.read(&labels.cgroup, devices) {
-                Ok(stats) => file_stats.push((id, stats)),
-                Err(_vanished) => devices.truncate(start),
+        let targets: Vec<(CgroupId, &str)> = tree
+            .iter()
+            .filter(|(_, l)| l.has_file_stats())
+            .map(|(id, l)| (id, l.cgroup.as_str()))
+            .collect();
+        if targets.len() < PARALLEL_FROM || workers.is_empty() {
+            read_some(reader, &targets, file_stats, devices);
+        } else {
+            // Reading is syscall-bound: spread it over the cores.
+            let chunk = targets.len().div_ceil(workers.len());
+            std::thread::scope(|scope| {
+                for (worker, part) in workers.iter_mut().zip(targets.chunks(chunk)) {
+                    scope.spawn(move || {
+                        worker.stats.clear();
+                        worker.devices.clear();
+                        read_some(
+                            &mut worker.reader,
+                            part,
+                            &mut worker.stats,
+                            &mut worker.devices,
+                        );
+                    });
+                }
+            });
+            for worker in workers.iter_mut() {
+                let offset = devices.len();
+                devices.extend_from_slice(&worker.devices);
+                file_stats.extend(worker.stats.iter().map(|(id, stats)| {
+                    let mut stats = *stats;
+                    stats.io = (stats.io.0 + offset, stats.io.1 + offset);
+                    (*id, stats)
+                }));
+                reader.errors.absorb(&mut worker.reader.errors);
             }
         }
         for device in devices.iter() {

@@ -155,13 +155,20 @@ fn encode_view(
     Ok(())
 }
 
+/// A sample value: counts and sizes are exported as integers.
+#[derive(Clone, Copy)]
+enum Num {
+    Int(u64),
+    Float(f64),
+}
+
 /// A per-cgroup series read from cgroup files.
 struct FileFamily {
     name: &'static str,
     help: &'static str,
     unit: Option<Unit>,
     kind: MetricType,
-    value: fn(&CgroupStats) -> Option<f64>,
+    value: fn(&CgroupStats) -> Option<Num>,
 }
 
 const fn family(
@@ -169,7 +176,7 @@ const fn family(
     help: &'static str,
     unit: Option<Unit>,
     kind: MetricType,
-    value: fn(&CgroupStats) -> Option<f64>,
+    value: fn(&CgroupStats) -> Option<Num>,
 ) -> FileFamily {
     FileFamily {
         name,
@@ -180,8 +187,12 @@ const fn family(
     }
 }
 
-fn count(v: Option<u64>) -> Option<f64> {
-    v.map(|v| v as f64)
+fn count(v: Option<u64>) -> Option<Num> {
+    v.map(Num::Int)
+}
+
+fn secs(v: Option<f64>) -> Option<Num> {
+    v.map(Num::Float)
 }
 
 /// Every single-valued series from cgroup files, in one table. The help text
@@ -192,21 +203,21 @@ const FILE_FAMILIES: [FileFamily; 20] = [
         "CPU time used (cpu.stat usage_usec; v1 cpuacct.usage). cAdvisor: container_cpu_usage_seconds_total.",
         Some(Unit::Seconds),
         MetricType::Counter,
-        |s| s.cpu.usage_seconds,
+        |s| secs(s.cpu.usage_seconds),
     ),
     family(
         "stallwatch_cpu_user",
         "CPU time in user mode (cpu.stat user_usec; v1 cpuacct.stat). cAdvisor: container_cpu_user_seconds_total.",
         Some(Unit::Seconds),
         MetricType::Counter,
-        |s| s.cpu.user_seconds,
+        |s| secs(s.cpu.user_seconds),
     ),
     family(
         "stallwatch_cpu_system",
         "CPU time in kernel mode (cpu.stat system_usec; v1 cpuacct.stat). cAdvisor: container_cpu_system_seconds_total.",
         Some(Unit::Seconds),
         MetricType::Counter,
-        |s| s.cpu.system_seconds,
+        |s| secs(s.cpu.system_seconds),
     ),
     family(
         "stallwatch_cpu_cfs_periods",
@@ -227,7 +238,7 @@ const FILE_FAMILIES: [FileFamily; 20] = [
         "Time the cgroup was throttled (cpu.stat throttled_usec; v1 throttled_time). cAdvisor: container_cpu_cfs_throttled_seconds_total.",
         Some(Unit::Seconds),
         MetricType::Counter,
-        |s| s.cpu.throttled_seconds,
+        |s| secs(s.cpu.throttled_seconds),
     ),
     family(
         "stallwatch_cpu_cfs_burst_periods",
@@ -241,14 +252,14 @@ const FILE_FAMILIES: [FileFamily; 20] = [
         "CPU time used in bursts (cpu.stat burst_usec; v1 burst_time).",
         Some(Unit::Seconds),
         MetricType::Counter,
-        |s| s.cpu.burst_seconds,
+        |s| secs(s.cpu.burst_seconds),
     ),
     family(
         "stallwatch_cpu_limit_cores",
         "CPU limit in cores, quota / period (cpu.max; v1 cpu.cfs_quota_us / cpu.cfs_period_us); absent when unlimited. cAdvisor: container_spec_cpu_quota / container_spec_cpu_period.",
         None,
         MetricType::Gauge,
-        |s| s.cpu.limit_cores,
+        |s| secs(s.cpu.limit_cores),
     ),
     family(
         "stallwatch_cpu_weight",
@@ -332,11 +343,17 @@ const FILE_FAMILIES: [FileFamily; 20] = [
 fn encode_value(
     metric: &mut MetricEncoder<'_>,
     kind: MetricType,
-    value: f64,
+    value: Num,
 ) -> Result<(), std::fmt::Error> {
-    match kind {
-        MetricType::Counter => metric.encode_counter::<NoLabelSet, f64, f64>(&value, None),
-        _ => metric.encode_gauge(&value),
+    match (kind, value) {
+        (MetricType::Counter, Num::Int(v)) => {
+            metric.encode_counter::<NoLabelSet, u64, f64>(&v, None)
+        }
+        (MetricType::Counter, Num::Float(v)) => {
+            metric.encode_counter::<NoLabelSet, f64, f64>(&v, None)
+        }
+        (_, Num::Int(v)) => metric.encode_gauge(&v),
+        (_, Num::Float(v)) => metric.encode_gauge(&v),
     }
 }
 
@@ -352,9 +369,11 @@ fn encode_file_stats(
     view: &View<'_>,
     encoder: &mut DescriptorEncoder<'_>,
 ) -> Result<(), std::fmt::Error> {
+    // Resolved once, not once per family.
+    let rows: Vec<_> = view.file_stats().collect();
     for f in &FILE_FAMILIES {
         let mut metric = encoder.encode_descriptor(f.name, f.help, f.unit.as_ref(), f.kind)?;
-        for (labels, stats) in view.file_stats() {
+        for &(labels, stats) in &rows {
             if let Some(value) = (f.value)(stats) {
                 encode_value(&mut metric.encode_family(labels)?, f.kind, value)?;
             }
@@ -367,12 +386,12 @@ fn encode_file_stats(
         None,
         MetricType::Counter,
     )?;
-    for (labels, stats) in view.file_stats() {
+    for &(labels, stats) in &rows {
         if let Some(v) = stats.memory.workingset_refaults {
             encode_value(
                 &mut metric.encode_family(labels)?,
                 MetricType::Counter,
-                v as f64,
+                Num::Int(v),
             )?;
         }
     }
@@ -383,13 +402,13 @@ fn encode_file_stats(
         None,
         MetricType::Counter,
     )?;
-    for (labels, stats) in view.file_stats() {
+    for &(labels, stats) in &rows {
         for (event, value) in EVENTS.iter().zip(stats.memory.events) {
             if let Some(v) = value {
                 encode_value(
                     &mut metric.encode_family(&With(labels, [("event", event)]))?,
                     MetricType::Counter,
-                    v as f64,
+                    Num::Int(v),
                 )?;
             }
         }
@@ -401,12 +420,16 @@ fn encode_file_stats(
         Some(&Unit::Seconds),
         MetricType::Counter,
     )?;
-    for (labels, stats) in view.file_stats() {
+    for &(labels, stats) in &rows {
         for (resource, stall) in RESOURCES.iter().zip(stats.pressure) {
             for (kind, value) in [("some", stall.some_seconds), ("full", stall.full_seconds)] {
                 if let Some(v) = value {
                     let set = With(labels, [("resource", resource), ("kind", kind)]);
-                    encode_value(&mut metric.encode_family(&set)?, MetricType::Counter, v)?;
+                    encode_value(
+                        &mut metric.encode_family(&set)?,
+                        MetricType::Counter,
+                        Num::Float(v),
+                    )?;
                 }
             }
         }
@@ -422,7 +445,11 @@ fn encode_file_stats(
         for (kind, value) in [("some", stall.some_seconds), ("full", stall.full_seconds)] {
             if let Some(v) = value {
                 let set = [("resource", *resource), ("kind", kind)];
-                encode_value(&mut metric.encode_family(&set)?, MetricType::Counter, v)?;
+                encode_value(
+                    &mut metric.encode_family(&set)?,
+                    MetricType::Counter,
+                    Num::Float(v),
+                )?;
             }
         }
     }
@@ -456,13 +483,13 @@ fn encode_file_stats(
     for (name, help, unit, value) in io {
         let mut metric =
             encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
-        for (labels, stats) in view.file_stats() {
+        for &(labels, stats) in &rows {
             for (device, id, disk) in view.devices_of(stats) {
                 let set = With(labels, [("device", id), ("device_name", disk)]);
                 encode_value(
                     &mut metric.encode_family(&set)?,
                     MetricType::Counter,
-                    value(device) as f64,
+                    Num::Int(value(device)),
                 )?;
             }
         }
@@ -478,7 +505,7 @@ fn encode_file_stats(
         encode_value(
             &mut metric.encode_family(&[("file", file)])?,
             MetricType::Counter,
-            n as f64,
+            Num::Int(n),
         )?;
     }
     Ok(())
@@ -512,32 +539,69 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("application/openmetrics-text"))
 }
 
+/// Size of the last scrape, to size the next one's buffer in one go.
+static LAST_SCRAPE_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(64 * 1024);
+
 /// Encodes one scrape in the requested format.
 pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, std::fmt::Error> {
-    let mut text = String::with_capacity(64 * 1024);
-    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    use std::sync::atomic::Ordering::Relaxed;
+    let expected = LAST_SCRAPE_BYTES.load(Relaxed);
+    let mut text = String::with_capacity(expected + expected / 8);
     if openmetrics {
-        Ok(text)
+        prometheus_client::encoding::text::encode(&mut text, registry)?;
     } else {
-        Ok(openmetrics_to_prometheus(&text))
+        // Converted as it is written, so the scrape is held in memory once.
+        let mut converter = PrometheusText::new(&mut text);
+        prometheus_client::encoding::text::encode(&mut converter, registry)?;
+        converter.finish();
     }
+    LAST_SCRAPE_BYTES.store(text.len(), Relaxed);
+    Ok(text)
 }
 
-/// OpenMetrics text → Prometheus text format 0.0.4: drops `# UNIT` and
-/// `# EOF`, and names counter families after their `_total` samples, as the
-/// 0.0.4 format does. Samples are the same in both.
-pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    let mut pending_help: Option<&str> = None;
-    for line in openmetrics.lines() {
+/// OpenMetrics text → Prometheus text format 0.0.4, line by line as it is
+/// written: drops `# UNIT` and `# EOF`, and names counter families after
+/// their `_total` samples, as the 0.0.4 format does. Samples are the same in
+/// both. Only the current line and a pending `# HELP` are buffered.
+pub struct PrometheusText<'a> {
+    out: &'a mut String,
+    line: String,
+    pending_help: Option<String>,
+    /// In the middle of a sample line, which is copied through as written.
+    in_sample: bool,
+}
+
+impl<'a> PrometheusText<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        Self {
+            out,
+            line: String::with_capacity(512),
+            pending_help: None,
+            in_sample: false,
+        }
+    }
+
+    /// Writes out a last line without a newline, and a pending `# HELP`.
+    pub fn finish(mut self) {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.convert(&line);
+        }
+        if let Some(help) = self.pending_help.take() {
+            push_line(self.out, &["# HELP ", &help]);
+        }
+    }
+
+    fn convert(&mut self, line: &str) {
         if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
+            return;
         }
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some(help) = pending_help.replace(rest) {
-                push_line(&mut out, &["# HELP ", help]);
+            if let Some(help) = self.pending_help.replace(rest.to_owned()) {
+                push_line(self.out, &["# HELP ", &help]);
             }
-            continue;
+            return;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
@@ -546,18 +610,67 @@ pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
                 "unknown" => ("", "untyped"),
                 other => ("", other),
             };
-            if let Some(help) = pending_help.take() {
-                let help_text = help.strip_prefix(name).unwrap_or(help);
-                push_line(&mut out, &["# HELP ", name, total, help_text]);
+            if let Some(help) = self.pending_help.take() {
+                let help_text = help.strip_prefix(name).unwrap_or(&help);
+                push_line(self.out, &["# HELP ", name, total, help_text]);
             }
-            push_line(&mut out, &["# TYPE ", name, total, " ", kind]);
-            continue;
+            push_line(self.out, &["# TYPE ", name, total, " ", kind]);
+            return;
         }
-        if let Some(help) = pending_help.take() {
-            push_line(&mut out, &["# HELP ", help]);
+        if let Some(help) = self.pending_help.take() {
+            push_line(self.out, &["# HELP ", &help]);
         }
-        push_line(&mut out, &[line]);
+        push_line(self.out, &[line]);
     }
+}
+
+impl std::fmt::Write for PrometheusText<'_> {
+    fn write_str(&mut self, mut s: &str) -> std::fmt::Result {
+        while !s.is_empty() {
+            // Sample lines, nearly all of the text, go straight through;
+            // only comment lines are held until complete and rewritten.
+            if self.line.is_empty() && !self.in_sample {
+                if s.starts_with('#') {
+                    self.line.push('#');
+                    s = &s[1..];
+                    continue;
+                }
+                self.in_sample = true;
+            }
+            let (chunk, rest, ended) = match s.find('\n') {
+                Some(i) => (&s[..i], &s[i + 1..], true),
+                None => (s, "", false),
+            };
+            if self.in_sample {
+                if let Some(help) = self.pending_help.take() {
+                    push_line(self.out, &["# HELP ", &help]);
+                }
+                self.out.push_str(chunk);
+                if ended {
+                    self.out.push('\n');
+                    self.in_sample = false;
+                }
+            } else {
+                self.line.push_str(chunk);
+                if ended {
+                    let line = std::mem::take(&mut self.line);
+                    self.convert(&line);
+                    self.line = line;
+                    self.line.clear();
+                }
+            }
+            s = rest;
+        }
+        Ok(())
+    }
+}
+
+/// Converts a whole OpenMetrics text (see [`PrometheusText`]).
+pub fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut converter = PrometheusText::new(&mut out);
+    let _ = std::fmt::Write::write_str(&mut converter, openmetrics);
+    converter.finish();
     out
 }
 
@@ -579,6 +692,26 @@ mod tests {
         assert_eq!(bounds[1].0, 1.536e-6);
         assert_eq!(bounds[SLOTS - 2].0, 17.179869184);
         assert_eq!(bounds[SLOTS - 1].0, f64::MAX);
+    }
+
+    #[test]
+    fn conversion_does_not_depend_on_how_the_text_is_split() {
+        let om = "# HELP c_x Things.\n# TYPE c_x counter\nc_x_total 3\n# EOF\n";
+        let whole = openmetrics_to_prometheus(om);
+        let mut piecewise = String::new();
+        let mut converter = PrometheusText::new(&mut piecewise);
+        for chunk in om.as_bytes().chunks(3) {
+            let _ = std::fmt::Write::write_str(
+                &mut converter,
+                std::str::from_utf8(chunk).unwrap_or(""),
+            );
+        }
+        converter.finish();
+        assert_eq!(piecewise, whole);
+        assert_eq!(
+            whole,
+            "# HELP c_x_total Things.\n# TYPE c_x_total counter\nc_x_total 3\n"
+        );
     }
 
     #[test]

@@ -2,19 +2,7 @@
 //!
 //! `agent run` loads the probes, scans the cgroup tree and serves Prometheus
 //! metrics until SIGTERM or SIGINT. Errors reach the user here, with context.
-
-mod cgroup_mount;
-mod cgroup_tree;
-mod cgroupfs;
-mod cli;
-mod collector;
-mod exposition;
-mod http;
-mod identity;
-mod labels;
-mod privileges;
-mod probes;
-mod tracefs;
+//! The pieces live in the library (`lib.rs`), so benchmarks can use them.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -26,7 +14,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::{
+use agent::{
     cgroup_tree::CgroupTree,
     cli::{Cli, Command, LogFormat, RunArgs},
     collector::Collector,
@@ -86,11 +74,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
-    privileges::check()?;
+    agent::privileges::check()?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {} (--listen)", args.listen))?;
-    let cgroup_root = cgroup_mount::cgroup2_root(args.cgroup_root.as_deref())?;
+    let cgroup_root = agent::cgroup_mount::cgroup2_root(args.cgroup_root.as_deref())?;
     let tracefs = match Tracefs::locate(args.tracefs.as_deref()) {
         Ok(tracefs) => Some(tracefs),
         Err(e) => {
@@ -119,13 +107,14 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         .map(|logger| tokio::spawn(forward_probe_logs(logger)));
 
     let tree = CgroupTree::new(cgroup_root.clone(), MIN_RESCAN, args.cgroup_rescan_interval);
-    let reader = cgroupfs::StatsReader::new(cgroupfs::Hierarchies::discover(&cgroup_root));
+    let reader =
+        agent::cgroupfs::StatsReader::new(agent::cgroupfs::Hierarchies::discover(&cgroup_root));
     tracing::info!(hierarchies = ?reader.hierarchies(), "cgroup files");
     let collector = Collector::new(probes, tree, reader)
         .with_context(|| format!("scanning the cgroup2 tree at {}", cgroup_root.display()))?;
     let exporter = Arc::new(Exporter::new(collector));
-    let state = Arc::new(http::AppState {
-        registry: exposition::registry(exporter.clone()),
+    let state = Arc::new(agent::http::AppState {
+        registry: agent::exposition::registry(exporter.clone()),
         exporter: exporter.clone(),
     });
 
@@ -139,7 +128,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(http::serve(listener, state, async {
+    let mut server = tokio::spawn(agent::http::serve(listener, state, async {
         let _ = stop_rx.await;
     }));
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -82,8 +82,9 @@ impl Drop for Started {
 }
 
 pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    scrape(root)?;
     if !crate::setup::is_root() {
-        bail!("the benchmark loads eBPF programs: run it as root");
+        bail!("the context-switch benchmark loads eBPF programs: run it as root");
     }
     println!("xtask bench: building the benchmark");
     run_checked(cargo(root).args([
@@ -151,6 +152,41 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         "agent peak resident memory (VmHWM): {:.1} MiB",
         agent_peak_kib as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// One full scrape of 1,000 containers from a fixture tree
+/// (`agent/benches/scrape.rs`): time and peak heap growth.
+fn scrape(root: &Path) -> anyhow::Result<()> {
+    println!("xtask bench: scrape of 1,000 containers");
+    let output = cargo(root)
+        .args([
+            "bench",
+            "--package",
+            "agent",
+            "--bench",
+            "scrape",
+            "--",
+            "--noplot",
+            "scrape_1000",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the scrape benchmark")?;
+    if !output.status.success() {
+        bail!("the scrape benchmark failed: {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let heap = stdout
+        .lines()
+        .find(|l| l.starts_with("scrape of"))
+        .unwrap_or("scrape: no heap figure printed");
+    let median_ms = median_estimate_of(root, "scrape_1000_containers", "new")? / 1e6;
+    println!("{heap}");
+    println!(
+        "scrape of 1,000 containers: median {median_ms:.1} ms (goal: at most 50 ms and 20 MiB of heap growth)"
+    );
+    println!();
     Ok(())
 }
 
@@ -295,9 +331,13 @@ fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 /// Criterion's median estimate, in ns per iteration, for a saved baseline.
 fn median_estimate(root: &Path, baseline: &str) -> anyhow::Result<f64> {
+    median_estimate_of(root, BENCH_ID, baseline)
+}
+
+fn median_estimate_of(root: &Path, bench: &str, baseline: &str) -> anyhow::Result<f64> {
     let path = root
         .join("target/criterion")
-        .join(BENCH_ID)
+        .join(bench)
         .join(baseline)
         .join("estimates.json");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

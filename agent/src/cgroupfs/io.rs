@@ -35,6 +35,11 @@ fn entry(devices: &mut Vec<DeviceIo>, (major, minor): (u32, u32)) -> &mut Device
 pub fn stat_v2(text: &str, devices: &mut Vec<DeviceIo>, errors: &mut Errors) {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (dev, rest) = line.split_once(' ').unwrap_or((line, ""));
+        // The kernel prints `(unknown)` for a device it cannot name, and a
+        // bare `MAJ:MIN` for one without I/O yet: neither is a sample.
+        if dev == "(unknown)" || rest.trim().is_empty() {
+            continue;
+        }
         let Some(dev) = parse::device(dev) else {
             errors.malformed("io.stat");
             continue;

@@ -14,8 +14,12 @@ pub mod parse;
 pub mod pressure;
 
 use std::{
-    fs, io as stdio,
-    io::Read as _,
+    ffi::CStr,
+    io as stdio,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -26,23 +30,34 @@ use self::{cpu::CpuStats, io::DeviceIo, memory::MemoryStats, pressure::Stall};
 #[derive(Debug, Default)]
 pub struct Errors {
     counts: Vec<(&'static str, u64)>,
+    /// A worker's counts are logged when merged into the main counters.
+    quiet: bool,
 }
 
 impl Errors {
     pub fn malformed(&mut self, file: &'static str) {
-        self.record(file, "malformed content");
+        self.record(file, "malformed content", 1);
     }
 
-    fn record(&mut self, file: &'static str, what: &str) {
+    fn record(&mut self, file: &'static str, what: &str, n: u64) {
         match self.counts.iter_mut().find(|(f, _)| *f == file) {
-            Some((_, n)) => *n += 1,
+            Some((_, count)) => *count += n,
             None => {
-                tracing::warn!(
-                    "{what} in a cgroup's {file}; skipped, and counted in \
-                     stallwatch_cgroup_read_errors_total{{file=\"{file}\"}} (logged once)"
-                );
-                self.counts.push((file, 1));
+                if !self.quiet {
+                    tracing::warn!(
+                        "{what} in a cgroup's {file}; skipped, and counted in \
+                         stallwatch_cgroup_read_errors_total{{file=\"{file}\"}} (logged once)"
+                    );
+                }
+                self.counts.push((file, n));
             }
+        }
+    }
+
+    /// Moves a worker's counts into these.
+    pub fn absorb(&mut self, worker: &mut Errors) {
+        for (file, n) in worker.counts.drain(..) {
+            self.record(file, "malformed content or a read error", n);
         }
     }
 
@@ -125,8 +140,8 @@ enum Text {
 pub struct StatsReader {
     hierarchies: Hierarchies,
     user_hz: u64,
-    text: String,
-    path: PathBuf,
+    bytes: Vec<u8>,
+    path: Vec<u8>,
     pub errors: Errors,
 }
 
@@ -135,14 +150,22 @@ impl StatsReader {
         Self {
             hierarchies,
             user_hz: user_hz(),
-            text: String::with_capacity(8192),
-            path: PathBuf::with_capacity(512),
+            bytes: Vec::with_capacity(8192),
+            path: Vec::with_capacity(512),
             errors: Errors::default(),
         }
     }
 
     pub fn hierarchies(&self) -> &Hierarchies {
         &self.hierarchies
+    }
+
+    /// A reader for another thread: same hierarchies, its own buffers, and
+    /// error counts to be [`Errors::absorb`]ed by this one.
+    pub fn worker(&self) -> Self {
+        let mut worker = Self::new(self.hierarchies.clone());
+        worker.errors.quiet = true;
+        worker
     }
 
     /// Reads every family for the cgroup at `rel` (`/` for the root),
@@ -157,7 +180,7 @@ impl StatsReader {
         let Self {
             hierarchies,
             user_hz,
-            text,
+            bytes,
             path,
             errors,
         } = self;
@@ -165,103 +188,103 @@ impl StatsReader {
 
         // v2: core files (usage, PSI) and the controllers it has. The v2
         // tree is where cgroup ids come from: without it the cgroup is gone.
-        let mut file = Files::new(path, text, errors, &hierarchies.v2, rel);
-        if !file.present {
+        let mut file = Files::new(path, bytes, errors, &hierarchies.v2, rel);
+        if !file.present() {
             return Err(Vanished);
         }
-        if file.read("cpu.stat")? {
+        if file.read(c"cpu.stat")? {
             file.with(|t, e| cpu::stat_v2(t, &mut stats.cpu, e));
         }
-        if file.read("cpu.max")? {
+        if file.read(c"cpu.max")? {
             file.with(|t, e| cpu::max_v2(t, &mut stats.cpu, e));
         }
-        if file.read("cpu.weight")? {
+        if file.read(c"cpu.weight")? {
             stats.cpu.weight = parse::single(file.text());
         }
-        if file.read("memory.current")? {
+        if file.read(c"memory.current")? {
             stats.memory.usage_bytes = parse::single(file.text());
         }
-        if file.read("memory.max")? {
+        if file.read(c"memory.max")? {
             stats.memory.limit_bytes = file.with(|t, e| memory::limit_v2(t, "memory.max", e));
         }
-        if file.read("memory.high")? {
+        if file.read(c"memory.high")? {
             stats.memory.high_bytes = file.with(|t, e| memory::limit_v2(t, "memory.high", e));
         }
-        if file.read("memory.stat")? {
+        if file.read(c"memory.stat")? {
             file.with(|t, e| memory::stat_v2(t, &mut stats.memory, e));
         }
-        if file.read("memory.events")? {
+        if file.read(c"memory.events")? {
             file.with(|t, e| memory::events_v2(t, &mut stats.memory, e));
         }
-        if file.read("memory.swap.current")? {
+        if file.read(c"memory.swap.current")? {
             stats.memory.swap_bytes = parse::single(file.text());
         }
-        if file.read("io.stat")? {
+        if file.read(c"io.stat")? {
             file.with(|t, e| io::stat_v2(t, devices, e));
         }
-        for (slot, name) in
-            stats
-                .pressure
-                .iter_mut()
-                .zip(["cpu.pressure", "memory.pressure", "io.pressure"])
-        {
+        let pressure_files = [
+            (c"cpu.pressure", "cpu.pressure"),
+            (c"memory.pressure", "memory.pressure"),
+            (c"io.pressure", "io.pressure"),
+        ];
+        for (slot, (name, label)) in stats.pressure.iter_mut().zip(pressure_files) {
             if file.read(name)? {
-                *slot = file.with(|t, e| pressure::parse_stall(t, name, e));
+                *slot = file.with(|t, e| pressure::parse_stall(t, label, e));
             }
         }
 
         // v1 controllers of a hybrid or v1 node.
         if let Some(root) = &hierarchies.cpu_v1 {
-            let mut file = Files::new(path, text, errors, root, rel);
-            if file.read("cpu.stat")? {
+            let mut file = Files::new(path, bytes, errors, root, rel);
+            if file.read(c"cpu.stat")? {
                 file.with(|t, e| cpu::stat_v1(t, &mut stats.cpu, e));
             }
-            if file.read("cpu.cfs_quota_us")? {
+            if file.read(c"cpu.cfs_quota_us")? {
                 let quota = file.text().to_owned();
-                if file.read("cpu.cfs_period_us")? {
+                if file.read(c"cpu.cfs_period_us")? {
                     file.with(|t, e| cpu::limit_v1(&quota, t, &mut stats.cpu, e));
                 }
             }
-            if file.read("cpu.shares")? {
+            if file.read(c"cpu.shares")? {
                 stats.cpu.shares = parse::single(file.text());
             }
         }
         if let Some(root) = &hierarchies.cpuacct_v1 {
-            let mut file = Files::new(path, text, errors, root, rel);
-            if file.read("cpuacct.usage")? {
+            let mut file = Files::new(path, bytes, errors, root, rel);
+            if file.read(c"cpuacct.usage")? {
                 stats.cpu.usage_seconds = parse::single(file.text()).map(|ns| ns as f64 / 1e9);
             }
-            if file.read("cpuacct.stat")? {
+            if file.read(c"cpuacct.stat")? {
                 file.with(|t, e| cpu::cpuacct_stat(t, *user_hz, &mut stats.cpu, e));
             }
         }
         if let Some(root) = &hierarchies.memory_v1 {
-            let mut file = Files::new(path, text, errors, root, rel);
-            if file.read("memory.usage_in_bytes")? {
+            let mut file = Files::new(path, bytes, errors, root, rel);
+            if file.read(c"memory.usage_in_bytes")? {
                 stats.memory.usage_bytes = parse::single(file.text());
             }
-            if file.read("memory.limit_in_bytes")? {
+            if file.read(c"memory.limit_in_bytes")? {
                 stats.memory.limit_bytes = file.with(memory::limit_v1);
             }
-            if file.read("memory.stat")? {
+            if file.read(c"memory.stat")? {
                 file.with(|t, e| memory::stat_v1(t, &mut stats.memory, e));
             }
-            if file.read("memory.failcnt")? {
+            if file.read(c"memory.failcnt")? {
                 stats.memory.events[2] = parse::single(file.text());
             }
-            if file.read("memory.oom_control")? {
+            if file.read(c"memory.oom_control")? {
                 file.with(|t, e| memory::oom_control_v1(t, &mut stats.memory, e));
             }
-            if file.read("memory.kmem.usage_in_bytes")? {
+            if file.read(c"memory.kmem.usage_in_bytes")? {
                 stats.memory.kernel_bytes = parse::single(file.text());
             }
         }
         if let Some(root) = &hierarchies.blkio_v1 {
-            let mut file = Files::new(path, text, errors, root, rel);
-            if file.read("blkio.throttle.io_service_bytes")? {
+            let mut file = Files::new(path, bytes, errors, root, rel);
+            if file.read(c"blkio.throttle.io_service_bytes")? {
                 file.with(|t, e| io::throttle_v1(t, true, devices, e));
             }
-            if file.read("blkio.throttle.io_serviced")? {
+            if file.read(c"blkio.throttle.io_serviced")? {
                 file.with(|t, e| io::throttle_v1(t, false, devices, e));
             }
         }
@@ -271,73 +294,132 @@ impl StatsReader {
     }
 }
 
-/// The files of one cgroup directory in one hierarchy.
+/// The files of one cgroup directory in one hierarchy, read through a
+/// directory descriptor: per file one `openat`, one `read`, one `close`.
 struct Files<'a> {
-    path: &'a mut PathBuf,
-    text: &'a mut String,
+    /// `None` when this hierarchy has no such cgroup, which is not a
+    /// vanished cgroup: a v1 hierarchy may lack one the v2 tree has.
+    dir: Option<OwnedFd>,
+    bytes: &'a mut Vec<u8>,
     errors: &'a mut Errors,
-    /// Whether the directory exists at all: a v1 hierarchy may lack a cgroup
-    /// the v2 tree has, which is not a vanished cgroup.
-    present: bool,
 }
 
 impl<'a> Files<'a> {
     fn new(
-        path: &'a mut PathBuf,
-        text: &'a mut String,
+        path: &mut Vec<u8>,
+        bytes: &'a mut Vec<u8>,
         errors: &'a mut Errors,
         root: &Path,
         rel: &str,
     ) -> Self {
         path.clear();
-        path.push(root);
+        path.extend_from_slice(root.as_os_str().as_bytes());
         if !rel.is_empty() {
-            path.push(rel);
+            path.push(b'/');
+            path.extend_from_slice(rel.as_bytes());
         }
-        let present = path.is_dir();
-        Self {
-            path,
-            text,
-            errors,
-            present,
-        }
+        path.push(0);
+        let dir = CStr::from_bytes_with_nul(path).ok().and_then(|path| {
+            // SAFETY: `path` is NUL-terminated and outlives the call.
+            let fd = unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            // SAFETY: a descriptor open() just returned, owned by nobody else.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        Self { dir, bytes, errors }
+    }
+
+    fn present(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Reads `name` into the buffer: `Ok(true)` if read, `Ok(false)` if this
     /// hierarchy has no such file or directory, `Err` if the cgroup vanished.
-    fn read(&mut self, name: &'static str) -> Result<bool, Vanished> {
-        if !self.present {
+    fn read(&mut self, name: &'static CStr) -> Result<bool, Vanished> {
+        let Some(dir) = &self.dir else {
             return Ok(false);
-        }
-        self.path.push(name);
-        let result = read_into(self.path, self.text);
-        self.path.pop();
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) => match classify(&e) {
-                Text::Absent if self.path.is_dir() => Ok(false),
+        };
+        let label = name.to_str().unwrap_or("?");
+        self.bytes.clear();
+        // SAFETY: `dir` is an open directory descriptor and `name` a
+        // NUL-terminated relative path.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = stdio::Error::last_os_error();
+            return match classify(&e) {
+                Text::Absent if still_there(dir) => Ok(false),
                 Text::Absent => Err(Vanished),
                 Text::Read => {
-                    self.errors.record(name, "a read error");
+                    self.errors.record(label, "a read error", 1);
                     Ok(false)
                 }
-            },
+            };
         }
+        // SAFETY: a descriptor openat() just returned, owned by nobody else.
+        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+        loop {
+            if self.bytes.capacity() - self.bytes.len() < 1024 {
+                self.bytes.reserve(4096);
+            }
+            let spare = self.bytes.spare_capacity_mut();
+            // SAFETY: reads at most `spare.len()` bytes into the vector's
+            // spare capacity, which it owns.
+            let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            let Ok(n) = usize::try_from(n) else {
+                let e = stdio::Error::last_os_error();
+                self.bytes.clear();
+                return match classify(&e) {
+                    // PSI switched off refuses reads of its files.
+                    Text::Absent => Ok(false),
+                    Text::Read => {
+                        self.errors.record(label, "a read error", 1);
+                        Ok(false)
+                    }
+                };
+            };
+            let short = n < spare.len();
+            // SAFETY: read() initialised the first `n` spare bytes.
+            unsafe { self.bytes.set_len(self.bytes.len() + n) };
+            // cgroup files are sequence files: a short read is the end.
+            if n == 0 || short {
+                break;
+            }
+        }
+        if std::str::from_utf8(self.bytes).is_err() {
+            self.bytes.clear();
+            self.errors.record(label, "text that is not UTF-8", 1);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn text(&self) -> &str {
-        self.text
+        std::str::from_utf8(self.bytes).unwrap_or_default()
     }
 
     /// Runs a parser over the file just read, with the error counters.
     fn with<R>(&mut self, parse: impl FnOnce(&str, &mut Errors) -> R) -> R {
-        parse(self.text, self.errors)
+        parse(
+            std::str::from_utf8(self.bytes).unwrap_or_default(),
+            self.errors,
+        )
     }
 }
 
-fn read_into(path: &Path, text: &mut String) -> stdio::Result<()> {
-    text.clear();
-    fs::File::open(path)?.read_to_string(text).map(|_| ())
+/// Whether a cgroup directory still exists: every cgroup has `cgroup.procs`.
+fn still_there(dir: &OwnedFd) -> bool {
+    // SAFETY: `dir` is an open directory descriptor; the path is a literal.
+    unsafe { libc::faccessat(dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::F_OK, 0) == 0 }
 }
 
 /// Missing files (and PSI switched off, which refuses reads) are absences;
@@ -345,7 +427,6 @@ fn read_into(path: &Path, text: &mut String) -> stdio::Result<()> {
 fn classify(e: &stdio::Error) -> Text {
     match e.raw_os_error() {
         Some(libc::ENOENT | libc::ENODEV | libc::EOPNOTSUPP) => Text::Absent,
-        _ if e.kind() == stdio::ErrorKind::NotFound => Text::Absent,
         _ => Text::Read,
     }
 }
@@ -358,12 +439,107 @@ fn user_hz() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+
+    /// Every real file under tests/fixtures/cgroup, from dumped `/sys` trees
+    /// of kernels from 2.6.32 to 6.14+, goes through its parser cleanly.
+    #[test]
+    fn real_files_of_many_kernels_parse_without_errors() {
+        let mut parsed = 0;
+        for source in fs::read_dir(FIXTURES).expect("fixtures").flatten() {
+            for version in ["v1", "v2", ""] {
+                let dir = source.path().join(version);
+                let Ok(files) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                for file in files.flatten().filter(|f| f.path().is_file()) {
+                    let name = file.file_name().to_string_lossy().into_owned();
+                    let text = fs::read_to_string(file.path()).expect("readable");
+                    let mut errors = Errors::default();
+                    let mut cpu = CpuStats::default();
+                    let mut memory = MemoryStats::default();
+                    let mut devices = Vec::new();
+                    let v1 = version == "v1";
+                    let checked = match name.as_str() {
+                        "cpu.stat" if v1 => {
+                            cpu::stat_v1(&text, &mut cpu, &mut errors);
+                            cpu.periods.is_some()
+                        }
+                        "cpu.stat" => {
+                            cpu::stat_v2(&text, &mut cpu, &mut errors);
+                            cpu.usage_seconds.is_some()
+                        }
+                        "cpu.max" => {
+                            cpu::max_v2(&text, &mut cpu, &mut errors);
+                            true
+                        }
+                        "cpuacct.stat" => {
+                            cpu::cpuacct_stat(&text, 100, &mut cpu, &mut errors);
+                            cpu.user_seconds.is_some()
+                        }
+                        "memory.stat" if v1 => {
+                            memory::stat_v1(&text, &mut memory, &mut errors);
+                            memory.cache_bytes.is_some()
+                        }
+                        "memory.stat" => {
+                            memory::stat_v2(&text, &mut memory, &mut errors);
+                            memory.rss_bytes.is_some() && memory.kernel_bytes.is_some()
+                        }
+                        "memory.events" => {
+                            memory::events_v2(&text, &mut memory, &mut errors);
+                            memory.events[4].is_some()
+                        }
+                        "memory.max" | "memory.high" => {
+                            memory::limit_v2(&text, "memory.max", &mut errors);
+                            true
+                        }
+                        "memory.limit_in_bytes" => memory::limit_v1(&text, &mut errors).is_none(),
+                        "memory.oom_control" => {
+                            memory::oom_control_v1(&text, &mut memory, &mut errors);
+                            true
+                        }
+                        "io.stat" => {
+                            io::stat_v2(&text, &mut devices, &mut errors);
+                            !devices.is_empty()
+                        }
+                        "blkio.throttle.io_service_bytes" => {
+                            io::throttle_v1(&text, true, &mut devices, &mut errors);
+                            true
+                        }
+                        "blkio.throttle.io_serviced" => {
+                            io::throttle_v1(&text, false, &mut devices, &mut errors);
+                            true
+                        }
+                        n if n.ends_with("pressure") || n.starts_with("proc-pressure-") => {
+                            let stall = pressure::parse_stall(&text, "pressure", &mut errors);
+                            stall.some_seconds.is_some() || stall.full_seconds.is_some()
+                        }
+                        _ => parse::single(&text).is_some() || text.trim().parse::<i64>().is_ok(),
+                    };
+                    let at = file.path().display().to_string();
+                    assert!(checked, "{at}: expected values missing");
+                    assert_eq!(
+                        errors.total(),
+                        0,
+                        "{at}: {:?}",
+                        errors.iter().collect::<Vec<_>>()
+                    );
+                    parsed += 1;
+                }
+            }
+        }
+        assert!(parsed >= 50, "only {parsed} fixture files");
+    }
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cgroup");
 
+    /// Writes a file into a fixture cgroup, which (like a real one) has a
+    /// `cgroup.procs`.
     fn write(dir: &Path, name: &str, text: &str) {
         fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("cgroup.procs"), "").expect("write");
         fs::write(dir.join(name), text).expect("write");
     }
 
@@ -538,7 +714,7 @@ mod tests {
     #[test]
     fn a_cgroup_only_some_v1_hierarchies_have_gets_what_they_have() {
         let root = hybrid_tree("");
-        fs::create_dir_all(root.path().join("unified/only-v2")).expect("mkdir");
+
         write(
             &root.path().join("unified/only-v2"),
             "cpu.stat",

@@ -117,11 +117,11 @@ pub enum AttachError {
 /// it detaches everything), the maps userspace reads, and each signal's state.
 pub struct Probes {
     // Kept alive for the attachments it owns.
-    _ebpf: Ebpf,
+    _ebpf: Option<Ebpf>,
     pub status: Vec<ProbeStatus>,
     pub runqueue: Option<runqueue::RunqueueMaps>,
     pub reclaim: Option<reclaim::ReclaimMaps>,
-    map_full: Array<MapData, u64>,
+    map_full: Option<Array<MapData, u64>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -204,9 +204,9 @@ impl Probes {
             });
         }
 
-        let map_full = take_map(&mut ebpf, MAP_FULL)?;
+        let map_full = Some(take_map(&mut ebpf, MAP_FULL)?);
         Ok(Self {
-            _ebpf: ebpf,
+            _ebpf: Some(ebpf),
             status,
             runqueue,
             reclaim,
@@ -215,9 +215,28 @@ impl Probes {
         })
     }
 
+    /// No signal enabled and nothing loaded: the collector then reads
+    /// cgroup files only (as the scrape benchmark measures it).
+    pub fn none() -> Self {
+        Self {
+            _ebpf: None,
+            status: Vec::new(),
+            runqueue: None,
+            reclaim: None,
+            map_full: None,
+            logger: None,
+        }
+    }
+
     /// How many inserts into each bounded map failed because it was full.
     pub fn map_full_counts(&self) -> [(MapId, u64); MAP_FULL_ENTRIES as usize] {
-        MapId::ALL.map(|id| (id, self.map_full.get(&(id as u32), 0).unwrap_or(0)))
+        MapId::ALL.map(|id| {
+            let count = self
+                .map_full
+                .as_ref()
+                .and_then(|m| m.get(&(id as u32), 0).ok());
+            (id, count.unwrap_or(0))
+        })
     }
 }
 

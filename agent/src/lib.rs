@@ -1,0 +1,15 @@
+//! stallwatch's agent: probes, cgroup readers, identity, collection and
+//! exposition. The `agent` binary (`main.rs`) is the command line over it.
+
+pub mod cgroup_mount;
+pub mod cgroup_tree;
+pub mod cgroupfs;
+pub mod cli;
+pub mod collector;
+pub mod exposition;
+pub mod http;
+pub mod identity;
+pub mod labels;
+pub mod privileges;
+pub mod probes;
+pub mod tracefs;
