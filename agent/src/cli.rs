@@ -55,7 +55,7 @@ pub struct RunArgs {
     pub max_tasks: u32,
 
     /// Capacity of each per-cgroup histogram map: cgroups with samples at once.
-    /// Preallocated, 480 bytes of kernel memory per entry; overflow is counted in stallwatch_map_full_total.
+    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency and twice that for reclaim stalls; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_cgroups: u32,

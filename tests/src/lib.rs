@@ -222,8 +222,7 @@ pub struct TestCgroup {
     pub path: PathBuf,
     /// The path relative to the cgroup2 root, as in the `cgroup` label.
     pub label: String,
-    /// What was created, outermost first.
-    created: Vec<PathBuf>,
+    _dirs: MadeDirs,
 }
 
 impl TestCgroup {
@@ -234,25 +233,15 @@ impl TestCgroup {
     /// `stallwatch-test-<pid>-<name>/<nested[0]>/<nested[1]>/…`, e.g. to
     /// reproduce the kubelet's layout below a prefix of our own.
     pub fn create_nested(name: &str, nested: &[&str]) -> Self {
-        let root = cgroup2_root();
         let mut label = format!("/stallwatch-test-{}-{name}", std::process::id());
-        let mut created = Vec::new();
-        let mut path = root.join(label.trim_start_matches('/'));
-        let make = |path: &Path, created: &mut Vec<PathBuf>| {
-            fs::create_dir(path)
-                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", path.display()));
-            created.push(path.to_owned());
-        };
-        make(&path, &mut created);
         for level in nested {
             label = format!("{label}/{level}");
-            path = path.join(level);
-            make(&path, &mut created);
         }
+        let dirs = MadeDirs::create(&cgroup2_root(), &label, None);
         Self {
-            path,
+            path: dirs.leaf.clone(),
             label,
-            created,
+            _dirs: dirs,
         }
     }
 
@@ -274,21 +263,6 @@ impl TestCgroup {
             .unwrap_or_else(|e| panic!("opening {}: {e}", procs.display()));
         file.write_all(pid.to_string().as_bytes())
             .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for path in self.created.iter().rev() {
-            // Members exit asynchronously after being killed: retry briefly.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while fs::remove_dir(path).is_err() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(50));
-            }
-            if path.exists() {
-                eprintln!("warning: could not remove test cgroup {}", path.display());
-            }
-        }
     }
 }
 

@@ -290,6 +290,33 @@ pub(crate) fn attach_tracepoint(
     Ok(())
 }
 
+/// Appends every entry of a histogram map to `out`; an entry deleted between
+/// listing and reading it is skipped, as it is gone.
+pub(crate) fn read_histograms<K: aya::Pod>(
+    map: &aya::maps::HashMap<MapData, K, agent_ebpf::histogram::Histogram>,
+    out: &mut Vec<(K, agent_ebpf::histogram::Histogram)>,
+) -> Result<(), aya::maps::MapError> {
+    for entry in map.iter() {
+        match entry {
+            Ok(entry) => out.push(entry),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `key`; one already gone is fine.
+pub(crate) fn remove_histogram<K: aya::Pod>(
+    map: &mut aya::maps::HashMap<MapData, K, agent_ebpf::histogram::Histogram>,
+    key: &K,
+) -> Result<(), aya::maps::MapError> {
+    match map.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes a map out of the object, converted to its typed form.
 pub(crate) fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
 where

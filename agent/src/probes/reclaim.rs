@@ -39,30 +39,22 @@ impl ReclaimMaps {
         })
     }
 
-    /// Appends every (cgroup, kind) histogram to `out`.
+    /// Appends every histogram to `out`.
     pub fn read_into(&self, out: &mut Vec<(ReclaimKey, Histogram)>) -> Result<(), MapError> {
-        for entry in self.hist.iter() {
-            match entry {
-                Ok(entry) => out.push(entry),
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        super::read_histograms(&self.hist, out)
     }
 
     /// Drops the histograms of a cgroup that no longer exists.
     pub fn forget(&mut self, cgroup: CgroupId) -> Result<(), MapError> {
         for kind in 0..KIND_NAMES.len() as u32 {
-            let key = ReclaimKey {
-                cgroup,
-                kind,
-                _pad: 0,
-            };
-            match self.hist.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
+            super::remove_histogram(
+                &mut self.hist,
+                &ReclaimKey {
+                    cgroup,
+                    kind,
+                    _pad: 0,
+                },
+            )?;
         }
         Ok(())
     }

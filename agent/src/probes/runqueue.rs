@@ -180,25 +180,14 @@ impl RunqueueMaps {
         })
     }
 
-    /// Appends every cgroup's histogram to `out`.
+    /// Appends every histogram to `out`.
     pub fn read_into(&self, out: &mut Vec<(CgroupId, Histogram)>) -> Result<(), MapError> {
-        for entry in self.hist.iter() {
-            match entry {
-                Ok(entry) => out.push(entry),
-                // Deleted between get_next_key and lookup: it is gone.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        super::read_histograms(&self.hist, out)
     }
 
     /// Drops the histogram of a cgroup that no longer exists.
     pub fn forget(&mut self, cgroup: CgroupId) -> Result<(), MapError> {
-        match self.hist.remove(&cgroup) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::remove_histogram(&mut self.hist, &cgroup)
     }
 }
 
