@@ -38,10 +38,15 @@ pub fn cgroup2_root(explicit: Option<&Path>) -> Result<PathBuf, CgroupMountError
         }
     };
     if root.join("cgroup.procs").is_file() {
-        Ok(root)
-    } else {
-        Err(CgroupMountError::NotCgroup2 { path: root })
+        return Ok(root);
     }
+    // A hybrid node's /sys/fs/cgroup (e.g. mounted into a DaemonSet pod) is
+    // the v1 tmpfs; its cgroup2 mount is `unified` inside.
+    let unified = root.join("unified");
+    if unified.join("cgroup.procs").is_file() {
+        return Ok(unified);
+    }
+    Err(CgroupMountError::NotCgroup2 { path: root })
 }
 
 /// The mount point of the cgroup2 mount whose root is the hierarchy's root,
@@ -143,6 +148,17 @@ mod tests {
         let text = "garbage\n\n1 2 3\n40 1 0:50 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(find_cgroup2(text), Some(PathBuf::from("/mnt/my cgroup")));
         assert_eq!(find_cgroup2("no cgroups here - tmpfs x y\n"), None);
+    }
+
+    #[test]
+    fn an_explicit_hybrid_root_means_its_unified_mount() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("unified")).expect("mkdir");
+        std::fs::write(dir.path().join("unified/cgroup.procs"), "").expect("write");
+        assert_eq!(
+            cgroup2_root(Some(dir.path())).ok(),
+            Some(dir.path().join("unified"))
+        );
     }
 
     #[test]
