@@ -82,6 +82,8 @@ pub struct Collector {
     /// `MAJ:MIN` → (`"MAJ:MIN"`, kernel disk name), resolved once per device.
     device_names: HashMap<(u32, u32), (String, String)>,
     node_pressure: [Stall; 3],
+    /// Buffer for the node's pressure files, reused between scrapes.
+    node_text: String,
     psi_absence_logged: bool,
     last_collect: Duration,
 }
@@ -176,6 +178,7 @@ impl Collector {
             devices: Vec::new(),
             device_names: HashMap::new(),
             node_pressure: [Stall::default(); 3],
+            node_text: String::with_capacity(256),
             psi_absence_logged: false,
             last_collect: Duration::ZERO,
         })
@@ -272,6 +275,7 @@ impl Collector {
             devices,
             device_names,
             node_pressure,
+            node_text,
             psi_absence_logged,
             ..
         } = self;
@@ -322,16 +326,13 @@ impl Collector {
                     )
                 });
         }
-        let mut text = String::new();
-        for (slot, (path, name)) in node_pressure
-            .iter_mut()
-            .zip(NODE_PRESSURE.iter().zip(pressure::RESOURCES))
-        {
+        for (slot, path) in node_pressure.iter_mut().zip(NODE_PRESSURE) {
+            let text = &mut *node_text;
             text.clear();
             *slot = match std::fs::File::open(path)
-                .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+                .and_then(|mut f| std::io::Read::read_to_string(&mut f, text))
             {
-                Ok(_) => pressure::parse_stall(&text, pressure_file(name), &mut reader.errors),
+                Ok(_) => pressure::parse_stall(text, path, &mut reader.errors),
                 Err(_) => Stall::default(),
             };
         }
@@ -406,14 +407,6 @@ impl Collector {
                     || reclaim.iter().any(|(k, _)| k.cgroup == *id))
         });
         self.stale = stale;
-    }
-}
-
-fn pressure_file(resource: &str) -> &'static str {
-    match resource {
-        "cpu" => "/proc/pressure/cpu",
-        "memory" => "/proc/pressure/memory",
-        _ => "/proc/pressure/io",
     }
 }
 
