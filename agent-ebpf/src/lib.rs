@@ -7,6 +7,7 @@
 //! the maps and to override the globals.
 #![cfg_attr(not(test), no_std)]
 
+pub mod disk;
 pub mod histogram;
 pub mod map_full;
 pub mod reclaim;

@@ -19,14 +19,23 @@ pub enum MapId {
     ReclaimStart = 2,
     /// Per-cgroup reclaim stall histograms (`RECLAIM_HIST`).
     ReclaimHist = 3,
+    /// Per-cgroup disk latency histograms and counters (`DISK_SERIES`).
+    DiskSeries = 4,
+    /// Per-cgroup disk queue-time histograms (`DISK_QUEUE`).
+    DiskQueue = 5,
+    /// Disk requests in flight (`DISK_INFLIGHT`).
+    DiskInflight = 6,
 }
 
 impl MapId {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::RunqTasks,
         Self::RunqHist,
         Self::ReclaimStart,
         Self::ReclaimHist,
+        Self::DiskSeries,
+        Self::DiskQueue,
+        Self::DiskInflight,
     ];
 
     /// The map's name, as in the `map` label.
@@ -36,6 +45,9 @@ impl MapId {
             Self::RunqHist => crate::runqueue::HIST_MAP,
             Self::ReclaimStart => crate::reclaim::START_MAP,
             Self::ReclaimHist => crate::reclaim::HIST_MAP,
+            Self::DiskSeries => crate::disk::SERIES_MAP,
+            Self::DiskQueue => crate::disk::QUEUE_MAP,
+            Self::DiskInflight => crate::disk::INFLIGHT_MAP,
         }
     }
 }

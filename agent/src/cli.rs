@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use agent_ebpf::runqueue::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS};
+use agent_ebpf::{
+    disk::DEFAULT_MAX_INFLIGHT,
+    runqueue::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS},
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::probes::{Signal, runqueue::AttachMode};
@@ -40,7 +43,7 @@ pub struct RunArgs {
     pub tracefs: Option<PathBuf>,
 
     /// Signals to measure, comma-separated.
-    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim])]
+    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim, Signal::Disk])]
     pub probes: Vec<Signal>,
 
     /// How the run-queue probes attach: raw tracepoints (Linux 5.18+, cheapest),
@@ -54,11 +57,17 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub max_tasks: u32,
 
-    /// Capacity of each per-cgroup histogram map: cgroups with samples at once.
-    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency and twice that for reclaim stalls; overflow is counted in stallwatch_map_full_total.
+    /// Capacity of each per-cgroup histogram map: cgroups with samples at once (for disk I/O: cgroup, device and op combinations).
+    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency, twice that for reclaim stalls, and about 1 KiB per entry for disk I/O; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_cgroups: u32,
+
+    /// Slots for disk requests in flight: requests queued or on a device at once, node-wide (rounded up to a power of two).
+    /// 40 bytes of kernel memory per slot; a request that finds its two slots taken evicts the older one, counted in stallwatch_map_full_total, and that one completes as stallwatch_disk_io_unmatched_total.
+    #[arg(long, env = "STALLWATCH_MAX_DISK_INFLIGHT", default_value_t = DEFAULT_MAX_INFLIGHT,
+          value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
+    pub max_disk_inflight: u32,
 
     /// Rescan the cgroup tree at least this often, to forget removed cgroups (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "STALLWATCH_CGROUP_RESCAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -121,7 +130,10 @@ mod tests {
         let cli = Cli::try_parse_from(["agent", "run"]).expect("parses");
         let Command::Run(args) = cli.command;
         assert_eq!(args.listen.to_string(), "0.0.0.0:9740");
-        assert_eq!(args.probes, vec![Signal::Runqueue, Signal::Reclaim]);
+        assert_eq!(
+            args.probes,
+            vec![Signal::Runqueue, Signal::Reclaim, Signal::Disk]
+        );
         assert_eq!(args.max_tasks, DEFAULT_MAX_TASKS);
     }
 

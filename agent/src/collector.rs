@@ -13,12 +13,14 @@ use std::{
 
 use agent_ebpf::{
     CgroupId,
+    disk::{DiskKey, DiskSeries, OP_NAMES, UNMATCHED},
     histogram::Histogram,
     map_full::MapId,
     reclaim::{KIND_NAMES, ReclaimKey},
 };
 
 use crate::{
+    block_devices::{DeviceNames, kernel_dev},
     cgroup_tree::CgroupTree,
     cgroupfs::{
         CgroupStats, Errors, StatsReader,
@@ -26,7 +28,7 @@ use crate::{
         pressure::{self, Stall},
     },
     labels::CgroupLabels,
-    probes::{ProbeState, ProbeStatus, Probes, error_chain},
+    probes::{ProbeState, ProbeStatus, Probes, disk::DiskRead, error_chain},
 };
 
 /// Below this many cgroups, files are read on the scraping thread alone.
@@ -71,6 +73,7 @@ pub struct Collector {
     /// This scrape's run-queue and reclaim histograms; allocations reused.
     runqueue: Vec<(CgroupId, Histogram)>,
     reclaim: Vec<(ReclaimKey, Histogram)>,
+    disk: DiskRead,
     /// Cgroup ids found gone in this scrape.
     stale: Vec<CgroupId>,
     /// Cgroup files, and this scrape's results (allocations reused).
@@ -79,14 +82,16 @@ pub struct Collector {
     workers: Vec<Worker>,
     file_stats: Vec<(CgroupId, CgroupStats)>,
     devices: Vec<DeviceIo>,
-    /// `MAJ:MIN` → (`"MAJ:MIN"`, kernel disk name), resolved once per device.
-    device_names: HashMap<(u32, u32), (String, String)>,
+    device_names: DeviceNames,
     node_pressure: [Stall; 3],
     /// Buffer for the node's pressure files, reused between scrapes.
     node_text: String,
     psi_absence_logged: bool,
     last_collect: Duration,
 }
+
+/// A per-container disk series: (labels, device name, op, value).
+pub type DiskRow<'a, V> = (&'a CgroupLabels, &'a str, &'static str, &'a V);
 
 /// One scrape's data, borrowed from the collector.
 pub struct View<'a> {
@@ -97,9 +102,10 @@ pub struct View<'a> {
     tree: &'a CgroupTree,
     runqueue: &'a [(CgroupId, Histogram)],
     reclaim: &'a [(ReclaimKey, Histogram)],
+    disk: &'a DiskRead,
     file_stats: &'a [(CgroupId, CgroupStats)],
     devices: &'a [DeviceIo],
-    device_names: &'a HashMap<(u32, u32), (String, String)>,
+    device_names: &'a DeviceNames,
     pub node_pressure: [Stall; 3],
     pub read_errors: &'a Errors,
 }
@@ -120,7 +126,7 @@ impl View<'_> {
             .filter_map(|(id, stats)| Some((self.tree.get(*id)?, stats)))
     }
 
-    /// The block devices of one cgroup's stats: (counts, `MAJ:MIN`, disk name).
+    /// The block devices of one cgroup's stats: (counts, disk name, `MAJ:MIN`).
     pub fn devices_of(&self, stats: &CgroupStats) -> impl Iterator<Item = (&DeviceIo, &str, &str)> {
         let (start, end) = stats.io;
         self.devices
@@ -128,9 +134,43 @@ impl View<'_> {
             .unwrap_or_default()
             .iter()
             .filter_map(|d| {
-                let (id, name) = self.device_names.get(&(d.major, d.minor))?;
-                Some((d, id.as_str(), name.as_str()))
+                let (name, number) = self.device_names.get(d.major, d.minor)?;
+                Some((d, name, number))
             })
+    }
+
+    /// Disk I/O latency and counters: (labels, device name, op, series).
+    pub fn disk_series(&self) -> impl Iterator<Item = DiskRow<'_, DiskSeries>> {
+        self.disk_rows(&self.disk.series)
+    }
+
+    /// Disk queue-time histograms, as [`Self::disk_series`].
+    pub fn disk_queue(&self) -> impl Iterator<Item = DiskRow<'_, Histogram>> {
+        self.disk_rows(&self.disk.queue)
+    }
+
+    /// Completions whose start was not seen: (device name, op, requests).
+    pub fn disk_unmatched(&self) -> impl Iterator<Item = (&str, &'static str, u64)> {
+        self.disk.series.iter().filter_map(|(key, series)| {
+            if key.cgroup != UNMATCHED {
+                return None;
+            }
+            let (major, minor) = kernel_dev(key.dev);
+            let (device, _) = self.device_names.get(major, minor)?;
+            Some((device, *OP_NAMES.get(key.op as usize)?, series.requests))
+        })
+    }
+
+    fn disk_rows<'v, V>(
+        &'v self,
+        rows: &'v [(DiskKey, V)],
+    ) -> impl Iterator<Item = DiskRow<'v, V>> {
+        rows.iter().filter_map(|(key, value)| {
+            let labels = self.tree.get(key.cgroup)?;
+            let (major, minor) = kernel_dev(key.dev);
+            let (device, _) = self.device_names.get(major, minor)?;
+            Some((labels, device, *OP_NAMES.get(key.op as usize)?, value))
+        })
     }
 
     /// Run-queue histograms of cgroups whose path is known.
@@ -165,6 +205,7 @@ impl Collector {
             unresolved: HashMap::new(),
             runqueue: Vec::new(),
             reclaim: Vec::new(),
+            disk: DiskRead::default(),
             stale: Vec::new(),
             workers: (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
                 .map(|_| Worker {
@@ -176,7 +217,7 @@ impl Collector {
             reader,
             file_stats: Vec::new(),
             devices: Vec::new(),
-            device_names: HashMap::new(),
+            device_names: DeviceNames::new("/sys"),
             node_pressure: [Stall::default(); 3],
             node_text: String::with_capacity(256),
             psi_absence_logged: false,
@@ -230,6 +271,13 @@ impl Collector {
             );
         }
 
+        self.disk.clear();
+        if let Some(maps) = &self.probes.disk
+            && let Err(e) = maps.read_into(&mut self.disk)
+        {
+            tracing::warn!("reading the disk I/O series failed: {}", error_chain(&e));
+        }
+
         let missed = self.kernel_ids().any(|id| self.tree.get(id).is_none());
         if self.tree.scan_due(Instant::now(), missed)
             && let Err(e) = self.tree.scan(Instant::now())
@@ -253,6 +301,7 @@ impl Collector {
                 ids.len()
             },
             reclaim: &self.reclaim,
+            disk: &self.disk,
             collect_duration: self.last_collect,
             tree: &self.tree,
             runqueue: &self.runqueue,
@@ -274,6 +323,7 @@ impl Collector {
             file_stats,
             devices,
             device_names,
+            disk,
             node_pressure,
             node_text,
             psi_absence_logged,
@@ -316,15 +366,13 @@ impl Collector {
                 reader.errors.absorb(&mut worker.reader.errors);
             }
         }
+        let now = Instant::now();
         for device in devices.iter() {
-            device_names
-                .entry((device.major, device.minor))
-                .or_insert_with(|| {
-                    (
-                        format!("{}:{}", device.major, device.minor),
-                        disk_name(device.major, device.minor),
-                    )
-                });
+            device_names.resolve(device.major, device.minor, now);
+        }
+        for key in disk.keys() {
+            let (major, minor) = kernel_dev(key.dev);
+            device_names.resolve(major, minor, now);
         }
         for (slot, path) in node_pressure.iter_mut().zip(NODE_PRESSURE) {
             let text = &mut *node_text;
@@ -354,10 +402,7 @@ impl Collector {
 
     /// Cgroup ids that have state in a kernel map (may repeat).
     fn kernel_ids(&self) -> impl Iterator<Item = CgroupId> + '_ {
-        self.runqueue
-            .iter()
-            .map(|(id, _)| *id)
-            .chain(self.reclaim.iter().map(|(key, _)| key.cgroup))
+        kernel_ids(&self.runqueue, &self.reclaim, &self.disk)
     }
 
     /// Deletes the kernel state of ids that a scan which started after they
@@ -390,32 +435,47 @@ impl Collector {
             {
                 tracing::warn!("deleting reclaim state of cgroup {id}: {}", error_chain(&e));
             }
+            if let Some(maps) = self.probes.disk.as_mut() {
+                for key in self.disk.keys().filter(|k| k.cgroup == *id) {
+                    if let Err(e) = maps.forget(&key) {
+                        tracing::warn!(
+                            "deleting disk I/O state of cgroup {id}: {}",
+                            error_chain(&e)
+                        );
+                    }
+                }
+            }
             self.unresolved.remove(id);
         }
         self.runqueue.retain(|(id, _)| !stale.contains(id));
         self.reclaim.retain(|(key, _)| !stale.contains(&key.cgroup));
+        self.disk.retain_cgroups(|id| !stale.contains(&id));
         let Self {
             tree,
             unresolved,
             runqueue,
             reclaim,
+            disk,
             ..
         } = self;
         unresolved.retain(|id, _| {
-            tree.get(*id).is_none()
-                && (runqueue.iter().any(|(r, _)| r == id)
-                    || reclaim.iter().any(|(k, _)| k.cgroup == *id))
+            tree.get(*id).is_none() && kernel_ids(runqueue, reclaim, disk).any(|k| k == *id)
         });
         self.stale = stale;
     }
 }
 
-/// The kernel's name of a block device (`sda`, `nvme0n1p1`, `dm-0`), from
-/// `/sys/dev/block/MAJ:MIN`; `MAJ:MIN` itself if it has none.
-fn disk_name(major: u32, minor: u32) -> String {
-    let link = format!("/sys/dev/block/{major}:{minor}");
-    std::fs::read_link(&link)
-        .ok()
-        .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| format!("{major}:{minor}"))
+/// Cgroup ids that have state in a kernel map (may repeat); the disk
+/// probes' "unmatched" pseudo-cgroup is not one.
+fn kernel_ids<'a>(
+    runqueue: &'a [(CgroupId, Histogram)],
+    reclaim: &'a [(ReclaimKey, Histogram)],
+    disk: &'a DiskRead,
+) -> impl Iterator<Item = CgroupId> + 'a {
+    runqueue
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(reclaim.iter().map(|(key, _)| key.cgroup))
+        .chain(disk.keys().map(|key| key.cgroup))
+        .filter(|id| *id != UNMATCHED)
 }

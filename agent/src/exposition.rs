@@ -6,7 +6,10 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use agent_ebpf::histogram::{Histogram, SLOTS, upper_bound_ns};
+use agent_ebpf::{
+    disk::DiskSeries,
+    histogram::{Histogram, SLOTS, upper_bound_ns},
+};
 use prometheus_client::{
     collector::Collector as PromCollector,
     encoding::{DescriptorEncoder, EncodeMetric as _, MetricEncoder, NoLabelSet},
@@ -97,6 +100,8 @@ fn encode_view(
         encode_kernel_histogram(&mut metric, &With(labels, [("kind", kind)]), hist, bounds)?;
     }
 
+    encode_disk(view, bounds, encoder)?;
+
     let mut metric = encoder.encode_descriptor(
         "stallwatch_probe_up",
         "Whether the probes of a signal are attached (1) or failed to attach (0); see /readyz and the log for why.",
@@ -152,6 +157,84 @@ fn encode_view(
     metric
         .encode_family(&[("version", VERSION)])?
         .encode_gauge(&1i64)?;
+    Ok(())
+}
+
+/// The eBPF disk I/O series, per container, device and op.
+fn encode_disk(
+    view: &View<'_>,
+    bounds: &[(f64, u64); SLOTS],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_disk_io_latency",
+        "Time the cgroup's block requests took on the device, from issue to the driver (block_rq_issue) to completion (block_rq_complete). Writeback by kernel threads counts for cgroup \"/\".",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (labels, device, op, series) in view.disk_series() {
+        let set = With(labels, [("device", device), ("op", op)]);
+        encode_kernel_histogram(&mut metric, &set, &series.latency, bounds)?;
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_disk_io_queue",
+        "Time the cgroup's block requests waited in the block layer (I/O scheduler) before issue, block_rq_insert to block_rq_issue; requests issued directly have no sample.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (labels, device, op, hist) in view.disk_queue() {
+        let set = With(labels, [("device", device), ("op", op)]);
+        encode_kernel_histogram(&mut metric, &set, hist, bounds)?;
+    }
+
+    type Counter = (&'static str, &'static str, Option<Unit>, fn(&DiskSeries) -> u64);
+    let counters: [Counter; 3] = [
+        (
+            "stallwatch_disk_io_requests",
+            "Block requests of the cgroup completed by the device (block_rq_complete).",
+            None,
+            |s| s.requests,
+        ),
+        (
+            "stallwatch_disk_io",
+            "Bytes of the cgroup's completed block requests.",
+            Some(Unit::Bytes),
+            |s| s.bytes,
+        ),
+        (
+            "stallwatch_disk_io_errors",
+            "Block requests of the cgroup that completed with an error.",
+            None,
+            |s| s.errors,
+        ),
+    ];
+    for (name, help, unit, value) in counters {
+        let mut metric =
+            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for (labels, device, op, series) in view.disk_series() {
+            let set = With(labels, [("device", device), ("op", op)]);
+            encode_value(
+                &mut metric.encode_family(&set)?,
+                MetricType::Counter,
+                Num::Int(value(series)),
+            )?;
+        }
+    }
+
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_disk_io_unmatched",
+        "Block requests completed whose start was not seen (in flight when the agent started, or the in-flight map was full): counted, never given a latency. With stallwatch_disk_io_requests_total they add up to the device's completions.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (device, op, requests) in view.disk_unmatched() {
+        encode_value(
+            &mut metric.encode_family(&[("device", device), ("op", op)])?,
+            MetricType::Counter,
+            Num::Int(requests),
+        )?;
+    }
     Ok(())
 }
 
@@ -484,8 +567,8 @@ fn encode_file_stats(
         let mut metric =
             encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
         for &(labels, stats) in &rows {
-            for (device, id, disk) in view.devices_of(stats) {
-                let set = With(labels, [("device", id), ("device_name", disk)]);
+            for (device, name, number) in view.devices_of(stats) {
+                let set = With(labels, [("device", name), ("major_minor", number)]);
                 encode_value(
                     &mut metric.encode_family(&set)?,
                     MetricType::Counter,

@@ -1,6 +1,7 @@
 //! stallwatch's agent: probes, cgroup readers, identity, collection and
 //! exposition. The `agent` binary (`main.rs`) is the command line over it.
 
+pub mod block_devices;
 pub mod cgroup_mount;
 pub mod cgroup_tree;
 pub mod cgroupfs;

@@ -90,6 +90,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let options = ProbeOptions {
         max_tasks: args.max_tasks,
         max_cgroups: args.max_cgroups,
+        max_disk_inflight: args.max_disk_inflight,
         runqueue_attach: args.runqueue_attach,
     };
     let mut probes = Probes::load(tracefs.as_ref(), &args.probes, options)?;

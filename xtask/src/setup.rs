@@ -18,6 +18,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "the reference run-queue histogram in the benchmark",
     ),
     ("stress-ng", "the context-switch load in the benchmark"),
+    ("fio", "the disk I/O load in the benchmark"),
     ("busybox-static", "the VM tests' guest userland"),
     (
         "qemu-system-data",

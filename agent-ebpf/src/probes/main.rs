@@ -16,6 +16,8 @@
 )]
 
 #[cfg(target_arch = "bpf")]
+mod disk;
+#[cfg(target_arch = "bpf")]
 mod hist;
 #[cfg(target_arch = "bpf")]
 mod map_full;

@@ -5,6 +5,7 @@
 //! tracepoint, a verifier rejection) is reported as down while the others
 //! keep working.
 
+pub mod disk;
 pub mod reclaim;
 pub mod runqueue;
 
@@ -30,6 +31,8 @@ pub enum Signal {
     Runqueue,
     /// Memory reclaim stalls (vmscan tracepoints).
     Reclaim,
+    /// Disk I/O latency (block tracepoints).
+    Disk,
 }
 
 impl Signal {
@@ -37,6 +40,7 @@ impl Signal {
         match self {
             Self::Runqueue => runqueue::PROBE,
             Self::Reclaim => reclaim::PROBE,
+            Self::Disk => disk::PROBE,
         }
     }
 }
@@ -69,6 +73,7 @@ impl fmt::Display for ProbeStatus {
 pub struct ProbeOptions {
     pub max_tasks: u32,
     pub max_cgroups: u32,
+    pub max_disk_inflight: u32,
     pub runqueue_attach: runqueue::AttachMode,
 }
 
@@ -121,6 +126,7 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
     pub runqueue: Option<runqueue::RunqueueMaps>,
     pub reclaim: Option<reclaim::ReclaimMaps>,
+    pub disk: Option<disk::DiskMaps>,
     map_full: Option<Array<MapData, u64>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -146,6 +152,10 @@ impl Probes {
             Some(tracefs) => runqueue::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
         });
+        let disk_fields = enabled.contains(&Signal::Disk).then(|| match tracefs {
+            Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
+            None => Err("tracefs is not available".to_owned()),
+        });
 
         let mut loader = EbpfLoader::new();
         loader
@@ -155,12 +165,26 @@ impl Probes {
             .map_max_entries(
                 agent_ebpf::reclaim::HIST_MAP,
                 options.max_cgroups.saturating_mul(2),
+            )
+            // One entry per cgroup, device and op doing disk I/O.
+            .map_max_entries(agent_ebpf::disk::SERIES_MAP, options.max_cgroups)
+            .map_max_entries(agent_ebpf::disk::QUEUE_MAP, options.max_cgroups)
+            .map_max_entries(
+                agent_ebpf::disk::INFLIGHT_MAP,
+                agent_ebpf::disk::inflight_slots(options.max_disk_inflight),
             );
         let fields = match &runqueue_fields {
             Some(Ok(fields)) => *fields,
             _ => agent_ebpf::runqueue::SchedFields::UNSET,
         };
         loader.override_global(agent_ebpf::runqueue::FIELDS_GLOBAL, &fields, true);
+        let block_fields = match &disk_fields {
+            Some(Ok(fields)) => *fields,
+            _ => agent_ebpf::disk::BlockFields::UNSET,
+        };
+        loader.override_global(agent_ebpf::disk::FIELDS_GLOBAL, &block_fields, true);
+        let inflight_mask = agent_ebpf::disk::inflight_slots(options.max_disk_inflight) - 1;
+        loader.override_global(agent_ebpf::disk::INFLIGHT_MASK_GLOBAL, &inflight_mask, true);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| LoadError::Object { source })?;
@@ -204,12 +228,28 @@ impl Probes {
             });
         }
 
+        let mut disk = None;
+        if let Some(fields) = disk_fields {
+            let state = match disk::attach(&mut ebpf, &fields) {
+                Ok(()) => {
+                    disk = Some(disk::DiskMaps::take(&mut ebpf)?);
+                    ProbeState::Up
+                }
+                Err(why) => ProbeState::Down(why),
+            };
+            status.push(ProbeStatus {
+                signal: Signal::Disk,
+                state,
+            });
+        }
+
         let map_full = Some(take_map(&mut ebpf, MAP_FULL)?);
         Ok(Self {
             _ebpf: Some(ebpf),
             status,
             runqueue,
             reclaim,
+            disk,
             map_full,
             logger,
         })
@@ -223,6 +263,7 @@ impl Probes {
             status: Vec::new(),
             runqueue: None,
             reclaim: None,
+            disk: None,
             map_full: None,
             logger: None,
         }
@@ -271,8 +312,30 @@ pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Resu
     attached
 }
 
+/// Loads and attaches classic tracepoint programs, (program, category,
+/// event), all or none, for the same reason as [`attach_raw_all`].
+pub(crate) fn attach_tracepoints_all(
+    ebpf: &mut Ebpf,
+    programs: &[(&'static str, &str, &str)],
+) -> Result<(), String> {
+    let attached = programs.iter().try_for_each(|&(program, category, event)| {
+        attach_tracepoint(ebpf, program, category, event)
+            .map_err(|e| format!("tracepoint {category}/{event}: {}", error_chain(&e)))
+    });
+    if attached.is_err() {
+        for (program, _, _) in programs {
+            let prog: Option<&mut TracePoint> =
+                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                let _ = prog.unload();
+            }
+        }
+    }
+    attached
+}
+
 /// Loads and attaches one tracepoint program.
-pub(crate) fn attach_tracepoint(
+fn attach_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
     category: &str,

@@ -131,10 +131,7 @@ pub fn attach(
 ) -> Result<AttachMode, String> {
     let classic = |ebpf: &mut Ebpf| -> Result<AttachMode, String> {
         fields.as_ref().map_err(Clone::clone)?;
-        for (program, category, event) in PROGRAMS {
-            super::attach_tracepoint(ebpf, program, category, event)
-                .map_err(|e| super::error_chain(&e))?;
-        }
+        super::attach_tracepoints_all(ebpf, &PROGRAMS)?;
         Ok(AttachMode::Tracepoint)
     };
     match mode {

@@ -1,0 +1,353 @@
+//! Disk I/O latency per cgroup, device and op.
+//!
+//! Classic tracepoints of the block layer, whose fields are read at offsets
+//! taken from the tracefs format files ([`DISK_FIELDS`]), from a copy of the
+//! record's first bytes. A request is known by its device and first sector
+//! ([`RequestKey`]):
+//!
+//! - `block_rq_insert` (queued in the block layer, e.g. by an I/O scheduler)
+//!   or, for a request issued directly, `block_rq_issue` is its first
+//!   sighting. Both run in the submitting task's context (`submit_bio()`, or
+//!   the flush of the task's plug), so the current cgroup is the submitter's;
+//!   it is recorded in [`DISK_INFLIGHT`].
+//! - `block_rq_issue` (handed to the driver) after an insert adds the time
+//!   queued to `DISK_QUEUE`; a request issued directly has no queue sample,
+//!   not a zero one.
+//! - `block_rq_complete` runs in interrupt context, where `current` is
+//!   unrelated: the entry says whose request it was. Issue → complete, the
+//!   request, its bytes and an error go to the cgroup's `DISK_SERIES`. A
+//!   completion without an entry (the agent started mid-flight, the map was
+//!   full) is counted under cgroup [`UNMATCHED`], never given a latency.
+//! - `block_rq_merge` drops the entry of a request merged into another: it
+//!   will never complete by itself. A request requeued by its driver keeps
+//!   its entry, and its cgroup, when a kernel worker inserts it again.
+//!
+//! A flush asked for by a task (an empty write with a pre-flush: `fsync`)
+//! becomes the block layer's own flush request, issued by a kernel worker at
+//! sector 0, so it counts for the worker's cgroup (the root). The empty write
+//! completes with it without being issued: it is not a device request and is
+//! not counted.
+//!
+//! Writes flushed later by kernel writeback threads, and bios delayed by the
+//! `io.max` throttle, reach the block layer from kernel threads, so they count
+//! for the root cgroup: the tracepoints do not carry a bio's own cgroup.
+
+use agent_ebpf::{
+    disk::{
+        BlockFields, DEFAULT_MAX_INFLIGHT, DiskKey, DiskSeries, InFlight, OP_FLUSH, RECORD_PREFIX,
+        RequestKey, UNMATCHED, bucket_of, op_from_rwbs,
+    },
+    histogram::Histogram,
+    map_full::MapId,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{Array, HashMap},
+    programs::TracePointContext,
+};
+
+use crate::{hist, map_full};
+
+/// Tracepoint field offsets, set by the loader from tracefs.
+#[unsafe(no_mangle)]
+static DISK_FIELDS: BlockFields = BlockFields::UNSET;
+
+#[map(name = "DISK_INFLIGHT")]
+static DISK_INFLIGHT: Array<InFlight> = Array::with_max_entries(DEFAULT_MAX_INFLIGHT, 0);
+
+/// `slots - 1` of `DISK_INFLIGHT`, set by the loader.
+#[unsafe(no_mangle)]
+static DISK_INFLIGHT_MASK: u32 = DEFAULT_MAX_INFLIGHT - 1;
+
+#[map(name = "DISK_SERIES")]
+static DISK_SERIES: HashMap<DiskKey, DiskSeries> =
+    HashMap::with_max_entries(agent_ebpf::runqueue::DEFAULT_MAX_CGROUPS, 0);
+
+#[map(name = "DISK_QUEUE")]
+static DISK_QUEUE: HashMap<DiskKey, Histogram> =
+    HashMap::with_max_entries(agent_ebpf::runqueue::DEFAULT_MAX_CGROUPS, 0);
+
+/// A zeroed series to insert from (too large for the BPF stack).
+#[map(name = "DISK_SERIES_ZERO")]
+static DISK_SERIES_ZERO: Array<DiskSeries> = Array::with_max_entries(1, 0);
+
+#[tracepoint(category = "block", name = "block_rq_insert")]
+pub fn disk_rq_insert(ctx: TracePointContext) -> u32 {
+    let _ = rq_insert(&ctx);
+    0
+}
+
+#[tracepoint(category = "block", name = "block_rq_issue")]
+pub fn disk_rq_issue(ctx: TracePointContext) -> u32 {
+    let _ = rq_issue(&ctx);
+    0
+}
+
+#[tracepoint(category = "block", name = "block_rq_merge")]
+pub fn disk_rq_merge(ctx: TracePointContext) -> u32 {
+    let f = fields();
+    if let Some(slot) = Record::read(&ctx)
+        .and_then(|r| r.request(f.merge_dev, f.merge_sector))
+        .and_then(|key| find(&key))
+    {
+        // SAFETY: `slot` points into a live array map value.
+        unsafe { free(slot) };
+    }
+    0
+}
+
+#[tracepoint(category = "block", name = "block_rq_complete")]
+pub fn disk_rq_complete(ctx: TracePointContext) -> u32 {
+    let _ = rq_complete(&ctx);
+    0
+}
+
+#[inline(always)]
+fn fields() -> BlockFields {
+    // SAFETY: a plain read of a global the loader may have overridden; volatile
+    // so the compiler cannot fold in the default.
+    unsafe { core::ptr::read_volatile(&DISK_FIELDS) }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: a kernel helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The start of a trace record, copied out with one `bpf_probe_read_kernel`
+/// (the verifier only allows direct loads from the record at offsets fixed
+/// when the program is compiled; these come from tracefs at run time).
+struct Record([u8; RECORD_PREFIX]);
+
+impl Record {
+    #[inline(always)]
+    fn read(ctx: &TracePointContext) -> Option<Self> {
+        // SAFETY: every block_rq_* record is longer than RECORD_PREFIX (it
+        // ends with the task's comm and the command), as the loader checks.
+        unsafe { ctx.read_at::<[u8; RECORD_PREFIX]>(0) }
+            .ok()
+            .map(Self)
+    }
+
+    /// The field of type `T` at `offset`, `None` past the prefix.
+    #[inline(always)]
+    fn at<T: Copy>(&self, offset: u32) -> Option<T> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > RECORD_PREFIX {
+            return None;
+        }
+        // SAFETY: in bounds, as checked above; an unaligned read of plain
+        // bytes into a type valid for any bits.
+        Some(unsafe { self.0.as_ptr().add(offset).cast::<T>().read_unaligned() })
+    }
+
+    /// The request's (device, sector).
+    #[inline(always)]
+    fn request(&self, dev: u32, sector: u32) -> Option<RequestKey> {
+        Some(RequestKey {
+            dev: self.at::<u32>(dev)?,
+            _pad: 0,
+            sector: self.at::<u64>(sector)?,
+        })
+    }
+
+    /// The request's op, from the first two bytes of its `rwbs` field.
+    #[inline(always)]
+    fn op(&self, rwbs: u32) -> Option<u32> {
+        let [first, second] = self.at::<[u8; 2]>(rwbs)?;
+        Some(op_from_rwbs([first, second, 0, 0]))
+    }
+}
+
+#[inline(always)]
+fn inflight_mask() -> u32 {
+    // SAFETY: a plain read of a global the loader may have overridden.
+    unsafe { core::ptr::read_volatile(&DISK_INFLIGHT_MASK) }
+}
+
+/// The two slots of the bucket where `key` may be kept.
+#[inline(always)]
+fn bucket(key: &RequestKey) -> Option<(*mut InFlight, *mut InFlight)> {
+    let first = bucket_of(key, inflight_mask());
+    Some((
+        DISK_INFLIGHT.get_ptr_mut(first)?,
+        DISK_INFLIGHT.get_ptr_mut(first + 1)?,
+    ))
+}
+
+/// Whether `slot` holds `key`.
+///
+/// # Safety
+/// `slot` must point into a live array map value.
+#[inline(always)]
+unsafe fn holds(slot: *const InFlight, key: &RequestKey) -> bool {
+    // SAFETY: per the function's contract.
+    unsafe { !(*slot).is_free() && (*slot).request == *key }
+}
+
+/// Marks `slot` free.
+///
+/// # Safety
+/// `slot` must point into a live array map value.
+#[inline(always)]
+unsafe fn free(slot: *mut InFlight) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        (*slot).inserted_ns = 0;
+        (*slot).issued_ns = 0;
+    }
+}
+
+/// The slot holding `key`, if any.
+#[inline(always)]
+fn find(key: &RequestKey) -> Option<*mut InFlight> {
+    let (a, b) = bucket(key)?;
+    // SAFETY: both point into the live array map.
+    unsafe {
+        if holds(a, key) {
+            Some(a)
+        } else if holds(b, key) {
+            Some(b)
+        } else {
+            None
+        }
+    }
+}
+
+/// Records a request's first sighting, in the submitter's context. The
+/// request's bucket gives it the slot that already holds it (requeued after
+/// an issue: it keeps its submitter; never issued: stale, replaced), else a
+/// free one, else the one seen least recently, whose request will complete
+/// unmatched (counted as the map being full).
+#[inline(always)]
+fn start(ctx: &TracePointContext, key: RequestKey, inserted_ns: u64, issued_ns: u64) {
+    let Some((a, b)) = bucket(&key) else { return };
+    // SAFETY: both point into the live array map; a request is handled by
+    // one CPU at a time, and another request sharing the bucket at the same
+    // moment is rare and at worst lost.
+    unsafe {
+        let slot = if holds(a, &key) {
+            a
+        } else if holds(b, &key) {
+            b
+        } else if (*a).is_free() {
+            a
+        } else if (*b).is_free() {
+            b
+        } else {
+            map_full::record(ctx, MapId::DiskInflight, ENOSPC);
+            if (*a).last_seen_ns() <= (*b).last_seen_ns() {
+                a
+            } else {
+                b
+            }
+        };
+        let requeued = holds(slot, &key) && (*slot).issued_ns != 0;
+        if !requeued {
+            (*slot).cgroup = bpf_get_current_cgroup_id();
+            (*slot).request = key;
+        }
+        (*slot).inserted_ns = inserted_ns;
+        (*slot).issued_ns = issued_ns;
+    }
+}
+
+/// `-ENOSPC`, reported for an in-flight request evicted from a full bucket.
+const ENOSPC: i32 = -28;
+
+fn rq_insert(ctx: &TracePointContext) -> Option<()> {
+    let f = fields();
+    let key = Record::read(ctx)?.request(f.insert_dev, f.insert_sector)?;
+    start(ctx, key, now(), 0);
+    Some(())
+}
+
+fn rq_issue(ctx: &TracePointContext) -> Option<()> {
+    let f = fields();
+    let record = Record::read(ctx)?;
+    let key = record.request(f.issue_dev, f.issue_sector)?;
+    let issued = now();
+    let Some(entry) = find(&key) else {
+        start(ctx, key, 0, issued);
+        return Some(());
+    };
+    // SAFETY: `entry` points into a live map value; a request is issued by
+    // one CPU at a time.
+    let (inserted, was_issued, cgroup) = unsafe {
+        let seen = ((*entry).inserted_ns, (*entry).issued_ns, (*entry).cgroup);
+        (*entry).issued_ns = issued;
+        seen
+    };
+    // A re-issue without a new insert has no new queue sample.
+    if inserted != 0 && was_issued == 0 {
+        let series = DiskKey {
+            cgroup,
+            dev: key.dev,
+            op: record.op(f.issue_rwbs)?,
+        };
+        hist::record(
+            ctx,
+            &DISK_QUEUE,
+            &series,
+            issued.saturating_sub(inserted),
+            MapId::DiskQueue,
+        );
+    }
+    Some(())
+}
+
+fn rq_complete(ctx: &TracePointContext) -> Option<()> {
+    let f = fields();
+    let record = Record::read(ctx)?;
+    let mut key = record.request(f.complete_dev, f.complete_sector)?;
+    // A request without a position (the flush machinery's own flush) is
+    // traced at issue as sector 0 but at completion as -1.
+    if key.sector == u64::MAX {
+        key.sector = 0;
+    }
+    let nr_sector = record.at::<u32>(f.complete_nr_sector)?;
+    let error = record.at::<i32>(f.complete_error)?;
+    let op = record.op(f.complete_rwbs)?;
+    let done = now();
+    let started = find(&key).map(|slot| {
+        // SAFETY: `slot` points into the live array map.
+        unsafe {
+            let entry = *slot;
+            free(slot);
+            entry
+        }
+    });
+    let cgroup = match started {
+        Some(entry) => entry.cgroup,
+        // The empty write that asked for a flush completes when the flush
+        // does, without being issued itself: the device did nothing for it.
+        None if nr_sector == 0 && op != OP_FLUSH => return Some(()),
+        None => UNMATCHED,
+    };
+    let series = DiskKey {
+        cgroup,
+        dev: key.dev,
+        op,
+    };
+    // A request that failed before it was issued has no latency.
+    let latency = started
+        .filter(|entry| entry.issued_ns != 0)
+        .map(|entry| done.saturating_sub(entry.issued_ns));
+    let zero = DISK_SERIES_ZERO.get(0)?;
+    let value = hist::get_or_insert(ctx, &DISK_SERIES, &series, zero, MapId::DiskSeries)?;
+    // SAFETY: `value` points into a live hash map value whose fields are only
+    // ever updated atomically.
+    unsafe {
+        if let Some(ns) = latency {
+            hist::add(&mut (*value).latency, ns);
+        }
+        crate::atomic_add(&mut (*value).requests, 1);
+        crate::atomic_add(&mut (*value).bytes, u64::from(nr_sector) * 512);
+        if error != 0 {
+            crate::atomic_add(&mut (*value).errors, 1);
+        }
+    }
+    Some(())
+}

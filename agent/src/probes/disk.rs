@@ -1,0 +1,250 @@
+//! Disk I/O latency: the userspace half of `agent-ebpf/src/probes/disk.rs`.
+//! Takes the block tracepoints' field offsets from tracefs, attaches the
+//! probes, and reads the per-(cgroup, device, op) histograms and counters
+//! when scraped.
+
+use agent_ebpf::{
+    disk::{BlockFields, DiskKey, DiskSeries, QUEUE_MAP, RECORD_PREFIX, SERIES_MAP},
+    histogram::Histogram,
+};
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError},
+};
+
+use super::{LoadError, take_map};
+use crate::tracefs::{EventFormat, Tracefs, TracefsError};
+
+pub const PROBE: &str = "disk";
+
+/// Classic tracepoint programs: (program, category, tracepoint).
+const PROGRAMS: [(&str, &str, &str); 4] = [
+    ("disk_rq_insert", "block", "block_rq_insert"),
+    ("disk_rq_issue", "block", "block_rq_issue"),
+    ("disk_rq_merge", "block", "block_rq_merge"),
+    ("disk_rq_complete", "block", "block_rq_complete"),
+];
+
+/// Offsets of the fields the probes read, from this kernel's format files.
+pub fn field_offsets(tracefs: &Tracefs) -> Result<BlockFields, TracefsError> {
+    let mut fields = BlockFields::UNSET;
+    for (_, category, event) in PROGRAMS {
+        fill_from(&mut fields, &tracefs.format(category, event)?)?;
+    }
+    Ok(fields)
+}
+
+/// Takes the fields of one block event into `fields`, checking their sizes:
+/// the probes read a 4-byte `dev_t`, an 8-byte `sector_t`, a 4-byte count and
+/// error, and the first 2 bytes of `rwbs`.
+pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), TracefsError> {
+    const DEV: &[u32] = &[4];
+    const SECTOR: &[u32] = &[8];
+    const INT: &[u32] = &[4];
+    // `char rwbs[8]` before Linux 6.0, `char rwbs[10]` since.
+    const RWBS: &[u32] = &[6, 8, 10, 12, 16];
+    let offset = |name: &str, sizes: &'static [u32]| -> Result<u32, TracefsError> {
+        let field = format.field_sized(name, sizes)?;
+        // rwbs is read for its first 2 bytes only.
+        let read = if sizes == RWBS { 2 } else { field.size };
+        if (field.offset + read) as usize > RECORD_PREFIX {
+            return Err(TracefsError::Unsupported {
+                category: format.category.clone(),
+                name: format.name.clone(),
+                what: "a field the probes read lies beyond the first 48 bytes of the record",
+            });
+        }
+        Ok(field.offset)
+    };
+    let dev_sector = || -> Result<(u32, u32), TracefsError> {
+        Ok((offset("dev", DEV)?, offset("sector", SECTOR)?))
+    };
+    match format.name.as_str() {
+        "block_rq_insert" => (fields.insert_dev, fields.insert_sector) = dev_sector()?,
+        "block_rq_issue" => {
+            (fields.issue_dev, fields.issue_sector) = dev_sector()?;
+            fields.issue_rwbs = offset("rwbs", RWBS)?;
+        }
+        "block_rq_merge" => (fields.merge_dev, fields.merge_sector) = dev_sector()?,
+        "block_rq_complete" => {
+            (fields.complete_dev, fields.complete_sector) = dev_sector()?;
+            fields.complete_nr_sector = offset("nr_sector", INT)?;
+            // Renamed from `errors` in Linux 4.x.
+            fields.complete_error = offset("error", INT).or_else(|_| offset("errors", INT))?;
+            fields.complete_rwbs = offset("rwbs", RWBS)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Attaches all the probes, or none. `fields` are their offsets, or why
+/// they are not known.
+pub fn attach(ebpf: &mut Ebpf, fields: &Result<BlockFields, String>) -> Result<(), String> {
+    fields.as_ref().map_err(Clone::clone)?;
+    super::attach_tracepoints_all(ebpf, &PROGRAMS)
+}
+
+/// One scrape's disk series, as read from the kernel (buffers reused).
+#[derive(Debug, Default)]
+pub struct DiskRead {
+    pub series: Vec<(DiskKey, DiskSeries)>,
+    pub queue: Vec<(DiskKey, Histogram)>,
+}
+
+impl DiskRead {
+    pub fn clear(&mut self) {
+        let Self { series, queue } = self;
+        series.clear();
+        queue.clear();
+    }
+
+    /// Every key read, in both maps (may repeat).
+    pub fn keys(&self) -> impl Iterator<Item = DiskKey> + '_ {
+        let Self { series, queue } = self;
+        series
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(queue.iter().map(|(k, _)| *k))
+    }
+
+    /// Keeps the rows of the cgroups for which `keep` is true.
+    pub fn retain_cgroups(&mut self, keep: impl Fn(agent_ebpf::CgroupId) -> bool) {
+        let Self { series, queue } = self;
+        series.retain(|(k, _)| keep(k.cgroup));
+        queue.retain(|(k, _)| keep(k.cgroup));
+    }
+}
+
+pub struct DiskMaps {
+    series: HashMap<MapData, DiskKey, DiskSeries>,
+    queue: HashMap<MapData, DiskKey, Histogram>,
+}
+
+impl DiskMaps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
+        Ok(Self {
+            series: take_map(ebpf, SERIES_MAP)?,
+            queue: take_map(ebpf, QUEUE_MAP)?,
+        })
+    }
+
+    /// Appends every series to `out`.
+    pub fn read_into(&self, out: &mut DiskRead) -> Result<(), MapError> {
+        super::read_histograms(&self.queue, &mut out.queue)?;
+        for entry in self.series.iter() {
+            match entry {
+                Ok(entry) => out.series.push(entry),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the series of `key` (a cgroup that no longer exists).
+    pub fn forget(&mut self, key: &DiskKey) -> Result<(), MapError> {
+        super::remove_histogram(&mut self.queue, key)?;
+        match self.series.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn fixture(kernel: &str, event: &str) -> EventFormat {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tracefs")
+            .join(kernel)
+            .join("block")
+            .join(event)
+            .join("format");
+        let text = std::fs::read_to_string(&path).expect("fixture exists");
+        EventFormat::parse("block", &text).expect("fixture parses")
+    }
+
+    #[test]
+    fn this_hosts_kernel_puts_rwbs_after_ioprio() {
+        let mut fields = BlockFields::UNSET;
+        for event in [
+            "block_rq_insert",
+            "block_rq_issue",
+            "block_rq_merge",
+            "block_rq_complete",
+        ] {
+            fill_from(&mut fields, &fixture("linux-6.18-this-host", event)).expect("fields");
+        }
+        assert_eq!(
+            fields,
+            BlockFields {
+                insert_dev: 8,
+                insert_sector: 16,
+                issue_dev: 8,
+                issue_sector: 16,
+                issue_rwbs: 34,
+                merge_dev: 8,
+                merge_sector: 16,
+                complete_dev: 8,
+                complete_sector: 16,
+                complete_nr_sector: 24,
+                complete_error: 28,
+                complete_rwbs: 34,
+            }
+        );
+    }
+
+    #[test]
+    fn older_kernels_call_the_error_field_errors() {
+        let mut fields = BlockFields::UNSET;
+        fill_from(
+            &mut fields,
+            &fixture("android-4.4.88-walleye", "block_rq_complete"),
+        )
+        .expect("fields");
+        assert_eq!(fields.complete_error, 28);
+        assert_eq!(fields.complete_rwbs, 32);
+    }
+
+    #[test]
+    fn issue_and_complete_fields_are_found_on_every_fixture_kernel() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracefs");
+        let mut kernels = 0;
+        for entry in std::fs::read_dir(&root).expect("fixtures") {
+            let kernel = entry.expect("entry").file_name();
+            let Some(kernel) = kernel.to_str() else {
+                continue;
+            };
+            if !root.join(kernel).join("block").is_dir() {
+                continue;
+            }
+            let mut fields = BlockFields::UNSET;
+            for event in ["block_rq_issue", "block_rq_complete"] {
+                fill_from(&mut fields, &fixture(kernel, event))
+                    .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+            }
+            assert_ne!(fields.complete_error, fields.complete_nr_sector, "{kernel}");
+            assert_ne!(fields.issue_rwbs, fields.issue_sector, "{kernel}");
+            kernels += 1;
+        }
+        assert!(kernels >= 7, "only {kernels} fixture kernels");
+    }
+
+    #[test]
+    fn a_field_of_an_unexpected_size_is_refused_by_name() {
+        let text = "name: block_rq_complete\nID: 1\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:dev_t dev;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;\n";
+        let format = EventFormat::parse("block", text).expect("parses");
+        let mut fields = BlockFields::UNSET;
+        let err = fill_from(&mut fields, &format).expect_err("dev is 8 bytes");
+        let text = err.to_string();
+        assert!(
+            text.contains("block_rq_complete") && text.contains("dev"),
+            "{text}"
+        );
+    }
+}
