@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: the agent's overhead on its hottest path.
+//! `cargo xtask bench`: the agent's overhead on its hot paths, and the cost
+//! of a scrape. The disk part is in `bench_disk.rs`.
 //!
 //! Runs the criterion benchmark `agent/benches/context_switch.rs` (a pipe
 //! ping-pong: two wakeups and two context switches per round trip) in
@@ -28,13 +29,27 @@ const RUNQLAT_BT: &str = include_str!("runqlat.bt");
 pub struct BenchArgs {
     /// Rounds of (none, agent, bpftrace).
     #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    /// Criterion measurement time per condition and round, in seconds.
+    pub rounds: u32,
+    /// Measurement time per condition and round, in seconds.
     #[arg(long, default_value_t = 5)]
-    measurement_secs: u32,
+    pub measurement_secs: u32,
     /// Port the agent listens on during the benchmark (loopback only).
     #[arg(long, default_value_t = 19740)]
-    port: u16,
+    pub port: u16,
+    /// Run only these parts (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// One scrape of 1,000 containers.
+    Scrape,
+    /// Pipe ping-pong: the run-queue probes' cost per context switch.
+    ContextSwitch,
+    /// fio random reads: the disk probes' cost per request.
+    Disk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +81,8 @@ impl Condition {
 }
 
 /// A process this benchmark started, stopped by its PID when dropped.
-struct Started {
-    child: Child,
+pub(crate) struct Started {
+    pub child: Child,
     signal: i32,
 }
 
@@ -82,10 +97,27 @@ impl Drop for Started {
 }
 
 pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
-    scrape(root)?;
-    if !crate::setup::is_root() {
-        bail!("the context-switch benchmark loads eBPF programs: run it as root");
+    let runs = |part| args.only.is_empty() || args.only.contains(&part);
+    if runs(Part::Scrape) {
+        scrape(root)?;
     }
+    if !runs(Part::ContextSwitch) && !runs(Part::Disk) {
+        return Ok(());
+    }
+    if !crate::setup::is_root() {
+        bail!("the overhead benchmarks load eBPF programs: run them as root");
+    }
+    if runs(Part::Disk) {
+        crate::bench_disk::run(root, agent, args)?;
+    }
+    if runs(Part::ContextSwitch) {
+        context_switch(root, agent, args)?;
+    }
+    Ok(())
+}
+
+/// The run-queue probes' cost: criterion's pipe ping-pong under each condition.
+fn context_switch(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     println!("xtask bench: building the benchmark");
     run_checked(cargo(root).args([
         "bench",
@@ -197,7 +229,7 @@ fn rotate(round: u32) -> [Condition; 4] {
     order
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -217,8 +249,8 @@ fn measure(
 ) -> anyhow::Result<(f64, u64)> {
     let tracer = match condition {
         Condition::Baseline => None,
-        Condition::Agent => Some(start_agent(agent, args.port, "auto")?),
-        Condition::AgentClassic => Some(start_agent(agent, args.port, "tracepoint")?),
+        Condition::Agent => Some(start_agent(agent, args.port, "auto", &[])?),
+        Condition::AgentClassic => Some(start_agent(agent, args.port, "tracepoint", &[])?),
         Condition::Bpftrace => Some(start_bpftrace()?),
     };
     let baseline = format!("{}-{}", condition.name(), round);
@@ -250,7 +282,12 @@ fn measure(
     Ok((median_estimate(root, &baseline)?, peak))
 }
 
-fn start_agent(agent: &Path, port: u16, attach: &str) -> anyhow::Result<Started> {
+pub(crate) fn start_agent(
+    agent: &Path,
+    port: u16,
+    attach: &str,
+    extra: &[&str],
+) -> anyhow::Result<Started> {
     let child = Command::new(agent)
         .args([
             "run",
@@ -259,6 +296,7 @@ fn start_agent(agent: &Path, port: u16, attach: &str) -> anyhow::Result<Started>
             "--runqueue-attach",
             attach,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -9,6 +9,7 @@
 //! `cargo build` gives a self-contained `agent` binary.
 
 mod bench;
+mod bench_disk;
 mod cpio;
 mod setup;
 mod vm;
@@ -46,7 +47,7 @@ enum Task {
     },
     /// Run the end-to-end tests in VMs on Debian's 6.1 and 6.12 kernels (pure cgroup v2).
     VmTest(vm::VmArgs),
-    /// Measure the agent's overhead on a context-switch-heavy load, against no agent and bpftrace.
+    /// Measure a scrape, and the agent's overhead on context switches (against no agent and bpftrace) and on disk I/O (fio).
     Bench(bench::BenchArgs),
 }
 

@@ -1,0 +1,180 @@
+//! The disk part of `cargo xtask bench`: what the agent costs a disk-bound
+//! workload, in IOPS.
+//!
+//! `fio` reads 4 KiB blocks at random, with `O_DIRECT`, from a 1 GiB file in
+//! `target/bench-disk/` for a fixed time: once synchronously (`psync`, one
+//! request at a time: every request pays the probes' cost in full) and once
+//! with 16 requests in flight (`libaio`). Each round runs both with and
+//! without the agent, in alternating order; the report is the median of the
+//! rounds' IOPS ratios, since this machine's disk speed drifts.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::bench::{BenchArgs, median, start_agent};
+
+/// (name, fio ioengine, iodepth).
+const WORKLOADS: [(&str, &str, u32); 2] =
+    [("psync qd1", "psync", 1), ("libaio qd16", "libaio", 16)];
+
+pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = root.join("target/bench-disk");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("randread.dat");
+    println!("xtask bench: disk: laying out {}", file.display());
+    fio(&file, "psync", 1, 1)?;
+
+    // (workload, with agent) → IOPS per round.
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); WORKLOADS.len()];
+    for round in 0..args.rounds {
+        for (w, (name, engine, depth)) in WORKLOADS.iter().enumerate() {
+            let mut iops = [0.0; 2];
+            let order = if (round as usize + w).is_multiple_of(2) {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for with_agent in order {
+                let agent = match with_agent {
+                    true => Some(start_agent(agent, args.port, "auto", &[])?),
+                    false => None,
+                };
+                let measured = fio(&file, engine, *depth, args.measurement_secs)?;
+                if let Some(agent) = agent {
+                    let requests = disk_requests(args.port)?;
+                    if requests == 0 {
+                        bail!("the agent counted no disk requests during the benchmark");
+                    }
+                    drop(agent);
+                }
+                println!(
+                    "xtask bench: disk round {} {name:<11} {:>10}: {measured:.0} IOPS",
+                    round + 1,
+                    if with_agent {
+                        "stallwatch"
+                    } else {
+                        "no-tracing"
+                    },
+                );
+                iops[usize::from(with_agent)] = measured;
+            }
+            ratios[w].push(iops[1] / iops[0]);
+        }
+    }
+    println!();
+    println!(
+        "disk load: fio 4 KiB O_DIRECT random reads, {} s per run",
+        args.measurement_secs
+    );
+    for (w, (name, _, _)) in WORKLOADS.iter().enumerate() {
+        let rounds: Vec<String> = ratios[w].iter().map(|r| format!("{r:.3}")).collect();
+        let m = median(&mut ratios[w]);
+        println!(
+            "IOPS with the agent / without, {name}: median {m:.3} ({:+.1} %); rounds: {}",
+            (m - 1.0) * 100.0,
+            rounds.join(" ")
+        );
+    }
+    probe_time(agent, args, &file)?;
+    println!();
+    Ok(())
+}
+
+/// The disk probes' own run time per request, as the kernel counts it with
+/// `kernel.bpf_stats_enabled`: a steadier figure than an IOPS ratio on a
+/// noisy machine. Measured in a separate run, since counting costs a little.
+fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()> {
+    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = fs::read_to_string(STATS).with_context(|| format!("reading {STATS}"))?;
+    let started = start_agent(agent, args.port, "auto", &["--probes", "disk"])?;
+    fs::write(STATS, "1").with_context(|| format!("writing {STATS}"))?;
+    let iops = fio(file, "psync", 1, args.measurement_secs);
+    let programs = program_stats(started.child.id());
+    let _ = fs::write(STATS, before.trim());
+    let requests = disk_requests(args.port)?;
+    drop(started);
+    let (iops, programs) = (iops?, programs?);
+    let run_ns: u64 = programs.iter().map(|(_, ns)| ns).sum();
+    if requests == 0 || programs.is_empty() {
+        bail!("the agent's disk probes did not run during the measurement");
+    }
+    let per_request = run_ns as f64 / requests as f64;
+    println!(
+        "disk probes' run time (kernel.bpf_stats_enabled): {per_request:.0} ns per request over {requests} requests \
+         ({} programs), {:.1} % of a psync qd1 request's {:.1} µs at {iops:.0} IOPS",
+        programs.len(),
+        per_request / (1e9 / iops) * 100.0,
+        1e6 / iops
+    );
+    Ok(())
+}
+
+/// (run count, run time in ns) of every BPF program `pid` holds that ran.
+fn program_stats(pid: u32) -> anyhow::Result<Vec<(u64, u64)>> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fdinfo"));
+    let mut programs = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let Ok(text) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(count), Some(ns)) = (field("run_cnt:"), field("run_time_ns:"))
+            && count > 0
+        {
+            programs.push((count, ns));
+        }
+    }
+    Ok(programs)
+}
+
+/// Runs fio for `secs` seconds and returns its read IOPS.
+fn fio(file: &Path, engine: &str, depth: u32, secs: u32) -> anyhow::Result<f64> {
+    let output = Command::new("fio")
+        .args([
+            "--name=randread",
+            "--rw=randread",
+            "--bs=4k",
+            "--direct=1",
+            "--size=1G",
+            "--time_based",
+            "--output-format=json",
+        ])
+        .arg(format!("--filename={}", file.display()))
+        .arg(format!("--ioengine={engine}"))
+        .arg(format!("--iodepth={depth}"))
+        .arg(format!("--runtime={secs}"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running fio (cargo xtask setup installs it)")?;
+    if !output.status.success() {
+        bail!("fio failed: {}", output.status);
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("parsing fio's JSON output")?;
+    json["jobs"][0]["read"]["iops"]
+        .as_f64()
+        .context("fio's output has no jobs[0].read.iops")
+}
+
+/// Disk requests the agent has counted, over all series.
+fn disk_requests(port: u16) -> anyhow::Result<u64> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .context("scraping the agent")?
+        .body_mut()
+        .read_to_string()
+        .context("reading the scrape")?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("stallwatch_disk_io_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
