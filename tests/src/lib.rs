@@ -299,6 +299,21 @@ impl Workload {
         self.child.id()
     }
 
+    /// Waits for the process to exit, at most `within`; panics if it does
+    /// not, or if it fails.
+    pub fn wait(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return,
+                Ok(Some(status)) => panic!("workload {} failed: {status}", self.pid()),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => panic!("workload {} still runs after {within:?}", self.pid()),
+                Err(e) => panic!("waiting for workload {}: {e}", self.pid()),
+            }
+        }
+    }
+
     /// Pins the process (and the children it starts from now on) to one CPU.
     pub fn pin_to_cpu(self, cpu: usize) -> Self {
         // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_setaffinity
@@ -451,7 +466,11 @@ impl Histogram {
 impl Scrape {
     /// The histogram `name` whose `cgroup` label is `cgroup`, if exported.
     pub fn histogram(&self, name: &str, cgroup: &str) -> Option<Histogram> {
-        let selector = format!("cgroup=\"{cgroup}\"");
+        self.histogram_where(name, &[("cgroup", cgroup)])
+    }
+
+    /// The histogram `name` with all of `labels`, if exported.
+    pub fn histogram_where(&self, name: &str, labels: &[(&str, &str)]) -> Option<Histogram> {
         let mut hist = Histogram {
             buckets: Vec::new(),
             count: 0,
@@ -461,7 +480,7 @@ impl Scrape {
         for line in self
             .text
             .lines()
-            .filter(|l| l.starts_with(name) && l.contains(&selector))
+            .filter(|l| l.starts_with(name) && labels.iter().all(|(k, v)| label(l, k) == Some(v)))
         {
             let (series, value) = line.rsplit_once(' ')?;
             let rest = &series[name.len()..];
@@ -494,9 +513,35 @@ impl Scrape {
     }
 }
 
+impl Scrape {
+    /// The sum of every sample of `name` with all of `labels` (0 if none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| labels.iter().all(|(k, v)| label(l, k) == Some(v)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Whether any sample line names `name` (a metric family prefix) and
+    /// has all of `labels`.
+    pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .any(|l| labels.iter().all(|(k, v)| label(l, k) == Some(v)))
+    }
+}
+
 /// The value of label `key` in a sample line.
 fn label<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!("{key}=\""))? + key.len() + 2;
+    let start = [format!("{{{key}=\""), format!(",{key}=\"")]
+        .iter()
+        .find_map(|needle| line.find(needle.as_str()))?
+        + key.len()
+        + 3;
     let end = line[start..].find('"')? + start;
     Some(&line[start..end])
 }
@@ -756,5 +801,90 @@ impl Workload {
             .map(|p| format!("echo $$ > '{}' && ", p.display()))
             .collect();
         Self::shell(&format!("{joins}{script}"))
+    }
+}
+
+/// A scratch area for direct I/O on a block device, and that device:
+/// `STALLWATCH_TEST_SCRATCH_DISK` (a whole spare disk, as in the VM tests),
+/// else a file in `/var/tmp` (on this machine, on the root disk), removed
+/// when dropped.
+pub struct Scratch {
+    pub path: PathBuf,
+    /// The kernel's name of the disk that holds it, e.g. `vda`.
+    pub disk: String,
+    /// The disk's `dev_t` as the block tracepoints report it
+    /// (`major << 20 | minor`).
+    pub kernel_dev: u32,
+    is_file: bool,
+}
+
+impl Scratch {
+    /// Room for `bytes` of direct I/O, already allocated on the disk.
+    pub fn create(bytes: usize) -> Self {
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        if let Some(disk) = std::env::var_os("STALLWATCH_TEST_SCRATCH_DISK") {
+            let path = PathBuf::from(disk);
+            let meta =
+                fs::metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            assert!(
+                meta.file_type().is_block_device(),
+                "{} is not a block device",
+                path.display()
+            );
+            return Self::on_device(path, meta.rdev(), false);
+        }
+        let path = PathBuf::from(format!(
+            "/var/tmp/stallwatch-test-{}.scratch",
+            std::process::id()
+        ));
+        // Written through the page cache and synced: the blocks exist, so
+        // direct I/O to them later touches nothing but data.
+        let mut file =
+            fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        file.write_all(&vec![0x5a; bytes])
+            .and_then(|()| file.sync_all())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        let dev = fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+            .dev();
+        Self::on_device(path, dev, true)
+    }
+
+    /// `dev` is the userspace `dev_t` of the device (a partition's is
+    /// resolved to its whole disk, which is what block requests report).
+    fn on_device(path: PathBuf, dev: u64, is_file: bool) -> Self {
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+        let mut disk_dir =
+            fs::canonicalize(&link).unwrap_or_else(|e| panic!("resolving {}: {e}", link.display()));
+        if link.join("partition").exists() {
+            disk_dir.pop();
+        }
+        let disk = disk_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_else(|| panic!("no disk name in {}", disk_dir.display()))
+            .to_owned();
+        let disk_dev = fs::read_to_string(disk_dir.join("dev"))
+            .unwrap_or_else(|e| panic!("reading {}/dev: {e}", disk_dir.display()));
+        let (major, minor) = disk_dev
+            .trim()
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .unwrap_or_else(|| panic!("{}/dev: {disk_dev:?}", disk_dir.display()));
+        Self {
+            path,
+            disk,
+            kernel_dev: (major << 20) | minor,
+            is_file,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.is_file {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
