@@ -15,10 +15,13 @@ fn serves_health_readiness_and_self_metrics() {
     assert_eq!(agent.get("/readyz"), Ok((200, "ready\n".to_owned())));
 
     let scrape = agent.scrape();
-    assert_eq!(
-        scrape.value("stallwatch_probe_up", &[("probe", "runqueue")]),
-        Some(1.0)
-    );
+    for probe in ["runqueue", "reclaim", "disk"] {
+        assert_eq!(
+            scrape.value("stallwatch_probe_up", &[("probe", probe)]),
+            Some(1.0),
+            "{probe}"
+        );
+    }
     assert_eq!(
         scrape.value("stallwatch_map_full_total", &[("map", "RUNQ_TASKS")]),
         Some(0.0)
@@ -87,8 +90,9 @@ fn a_probe_that_cannot_attach_is_reported_not_fatal() {
     if !privileged("missing tracepoints") {
         return;
     }
-    // Classic tracepoints on a tracefs without the sched events: the
-    // run-queue probe must be down, the agent must still serve, and say why.
+    // Classic tracepoints on a tracefs without the sched and block events:
+    // the run-queue and disk probes must be down, the agent must still
+    // serve, and say why.
     let fake = tempfile_dir();
     std::fs::create_dir_all(fake.join("events")).expect("mkdir");
     let agent = Agent::spawn(&[
@@ -104,11 +108,22 @@ fn a_probe_that_cannot_attach_is_reported_not_fatal() {
         body.contains("runqueue: down: tracepoint sched:sched_switch does not exist"),
         "{body}"
     );
+    assert!(
+        body.contains("disk: down: tracepoint block:block_rq_insert does not exist"),
+        "{body}"
+    );
+    let scrape = agent.scrape();
+    for probe in ["runqueue", "disk"] {
+        assert_eq!(
+            scrape.value("stallwatch_probe_up", &[("probe", probe)]),
+            Some(0.0),
+            "{probe}"
+        );
+    }
     assert_eq!(
-        agent
-            .scrape()
-            .value("stallwatch_probe_up", &[("probe", "runqueue")]),
-        Some(0.0)
+        scrape.value("stallwatch_probe_up", &[("probe", "reclaim")]),
+        Some(1.0),
+        "raw tracepoints need no tracefs"
     );
     let _ = std::fs::remove_dir_all(&fake);
 }
