@@ -188,7 +188,12 @@ fn encode_disk(
         encode_kernel_histogram(&mut metric, &set, hist, bounds)?;
     }
 
-    type Counter = (&'static str, &'static str, Option<Unit>, fn(&DiskSeries) -> u64);
+    type Counter = (
+        &'static str,
+        &'static str,
+        Option<Unit>,
+        fn(&DiskSeries) -> u64,
+    );
     let counters: [Counter; 3] = [
         (
             "stallwatch_disk_io_requests",
