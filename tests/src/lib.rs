@@ -823,22 +823,28 @@ impl Scratch {
     pub fn create(bytes: usize) -> Self {
         use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
         if let Some(disk) = std::env::var_os("STALLWATCH_TEST_SCRATCH_DISK") {
-            let path = PathBuf::from(disk);
-            let meta =
-                fs::metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            let mut scratch = Self::at(PathBuf::from(disk), false);
+            let meta = fs::metadata(&scratch.path)
+                .unwrap_or_else(|e| panic!("stat {}: {e}", scratch.path.display()));
             assert!(
                 meta.file_type().is_block_device(),
                 "{} is not a block device",
-                path.display()
+                scratch.path.display()
             );
-            return Self::on_device(path, meta.rdev(), false);
+            scratch.resolve_disk(meta.rdev());
+            return scratch;
         }
-        let path = PathBuf::from(format!(
-            "/var/tmp/stallwatch-test-{}.scratch",
-            std::process::id()
-        ));
+        // Removed when dropped, also if anything below panics.
+        let mut scratch = Self::at(
+            PathBuf::from(format!(
+                "/var/tmp/stallwatch-test-{}.scratch",
+                std::process::id()
+            )),
+            true,
+        );
         // Written through the page cache and synced: the blocks exist, so
         // direct I/O to them later touches nothing but data.
+        let path = scratch.path.clone();
         let mut file =
             fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         file.write_all(&vec![0x5a; bytes])
@@ -847,12 +853,23 @@ impl Scratch {
         let dev = fs::metadata(&path)
             .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
             .dev();
-        Self::on_device(path, dev, true)
+        scratch.resolve_disk(dev);
+        scratch
     }
 
-    /// `dev` is the userspace `dev_t` of the device (a partition's is
-    /// resolved to its whole disk, which is what block requests report).
-    fn on_device(path: PathBuf, dev: u64, is_file: bool) -> Self {
+    fn at(path: PathBuf, is_file: bool) -> Self {
+        Self {
+            path,
+            disk: String::new(),
+            kernel_dev: 0,
+            is_file,
+        }
+    }
+
+    /// Finds the disk of `dev`, the userspace `dev_t` of the device (a
+    /// partition's is resolved to its whole disk, which is what block
+    /// requests report).
+    fn resolve_disk(&mut self, dev: u64) {
         let (major, minor) = (libc::major(dev), libc::minor(dev));
         let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
         let mut disk_dir =
@@ -860,7 +877,7 @@ impl Scratch {
         if link.join("partition").exists() {
             disk_dir.pop();
         }
-        let disk = disk_dir
+        self.disk = disk_dir
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_else(|| panic!("no disk name in {}", disk_dir.display()))
@@ -872,12 +889,7 @@ impl Scratch {
             .split_once(':')
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
             .unwrap_or_else(|| panic!("{}/dev: {disk_dev:?}", disk_dir.display()));
-        Self {
-            path,
-            disk,
-            kernel_dev: (major << 20) | minor,
-            is_file,
-        }
+        self.kernel_dev = (major << 20) | minor;
     }
 }
 
