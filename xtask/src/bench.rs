@@ -272,7 +272,7 @@ fn measure(
     let mut peak = 0;
     let is_agent = matches!(condition, Condition::Agent | Condition::AgentClassic);
     if let Some(started) = tracer.as_ref().filter(|_| is_agent) {
-        let samples = agent_samples(args.port)?;
+        let samples = scraped_sum(args.port, "stallwatch_cpu_runqueue_latency_seconds_count")?;
         if samples == 0 {
             bail!("the agent counted no run-queue samples during the benchmark");
         }
@@ -316,7 +316,9 @@ pub(crate) fn start_agent(
     bail!("the agent did not become ready on {url} within 30 s")
 }
 
-fn agent_samples(port: u16) -> anyhow::Result<u64> {
+/// Scrapes the agent on `port` and sums every sample of `series` (a name,
+/// e.g. `stallwatch_disk_io_requests_total`).
+pub(crate) fn scraped_sum(port: u16, series: &str) -> anyhow::Result<u64> {
     let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
         .call()
         .context("scraping the agent")?
@@ -325,7 +327,7 @@ fn agent_samples(port: u16) -> anyhow::Result<u64> {
         .context("reading the scrape")?;
     Ok(body
         .lines()
-        .filter(|l| l.starts_with("stallwatch_cpu_runqueue_latency_seconds_count"))
+        .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum())
 }

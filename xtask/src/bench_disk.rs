@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::bench::{BenchArgs, median, start_agent};
+use crate::bench::{BenchArgs, median, scraped_sum, start_agent};
 
 /// (name, fio ioengine, iodepth).
 const WORKLOADS: [(&str, &str, u32); 2] =
@@ -166,15 +166,5 @@ fn fio(file: &Path, engine: &str, depth: u32, secs: u32) -> anyhow::Result<f64> 
 
 /// Disk requests the agent has counted, over all series.
 fn disk_requests(port: u16) -> anyhow::Result<u64> {
-    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .context("scraping the agent")?
-        .body_mut()
-        .read_to_string()
-        .context("reading the scrape")?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with("stallwatch_disk_io_requests_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    scraped_sum(port, "stallwatch_disk_io_requests_total")
 }
