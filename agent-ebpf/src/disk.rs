@@ -100,17 +100,6 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub const FREE: Self = Self {
-        request: RequestKey {
-            dev: 0,
-            _pad: 0,
-            sector: 0,
-        },
-        cgroup: 0,
-        inserted_ns: 0,
-        issued_ns: 0,
-    };
-
     pub const fn is_free(&self) -> bool {
         self.inserted_ns == 0 && self.issued_ns == 0
     }

@@ -131,24 +131,14 @@ impl DiskMaps {
 
     /// Appends every series to `out`.
     pub fn read_into(&self, out: &mut DiskRead) -> Result<(), MapError> {
-        super::read_histograms(&self.queue, &mut out.queue)?;
-        for entry in self.series.iter() {
-            match entry {
-                Ok(entry) => out.series.push(entry),
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        super::read_entries(&self.queue, &mut out.queue)?;
+        super::read_entries(&self.series, &mut out.series)
     }
 
     /// Drops the series of `key` (a cgroup that no longer exists).
     pub fn forget(&mut self, key: &DiskKey) -> Result<(), MapError> {
-        super::remove_histogram(&mut self.queue, key)?;
-        match self.series.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
+        super::remove_entry(&mut self.queue, key)?;
+        super::remove_entry(&mut self.series, key)
     }
 }
 

@@ -353,11 +353,11 @@ fn attach_tracepoint(
     Ok(())
 }
 
-/// Appends every entry of a histogram map to `out`; an entry deleted between
+/// Appends every entry of a hash map to `out`; an entry deleted between
 /// listing and reading it is skipped, as it is gone.
-pub(crate) fn read_histograms<K: aya::Pod>(
-    map: &aya::maps::HashMap<MapData, K, agent_ebpf::histogram::Histogram>,
-    out: &mut Vec<(K, agent_ebpf::histogram::Histogram)>,
+pub(crate) fn read_entries<K: aya::Pod, V: aya::Pod>(
+    map: &aya::maps::HashMap<MapData, K, V>,
+    out: &mut Vec<(K, V)>,
 ) -> Result<(), aya::maps::MapError> {
     for entry in map.iter() {
         match entry {
@@ -370,8 +370,8 @@ pub(crate) fn read_histograms<K: aya::Pod>(
 }
 
 /// Deletes `key`; one already gone is fine.
-pub(crate) fn remove_histogram<K: aya::Pod>(
-    map: &mut aya::maps::HashMap<MapData, K, agent_ebpf::histogram::Histogram>,
+pub(crate) fn remove_entry<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<MapData, K, V>,
     key: &K,
 ) -> Result<(), aya::maps::MapError> {
     match map.remove(key) {

@@ -41,13 +41,13 @@ impl ReclaimMaps {
 
     /// Appends every histogram to `out`.
     pub fn read_into(&self, out: &mut Vec<(ReclaimKey, Histogram)>) -> Result<(), MapError> {
-        super::read_histograms(&self.hist, out)
+        super::read_entries(&self.hist, out)
     }
 
     /// Drops the histograms of a cgroup that no longer exists.
     pub fn forget(&mut self, cgroup: CgroupId) -> Result<(), MapError> {
         for kind in 0..KIND_NAMES.len() as u32 {
-            super::remove_histogram(
+            super::remove_entry(
                 &mut self.hist,
                 &ReclaimKey {
                     cgroup,

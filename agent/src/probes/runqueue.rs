@@ -179,12 +179,12 @@ impl RunqueueMaps {
 
     /// Appends every histogram to `out`.
     pub fn read_into(&self, out: &mut Vec<(CgroupId, Histogram)>) -> Result<(), MapError> {
-        super::read_histograms(&self.hist, out)
+        super::read_entries(&self.hist, out)
     }
 
     /// Drops the histogram of a cgroup that no longer exists.
     pub fn forget(&mut self, cgroup: CgroupId) -> Result<(), MapError> {
-        super::remove_histogram(&mut self.hist, &cgroup)
+        super::remove_entry(&mut self.hist, &cgroup)
     }
 }
 
