@@ -4,9 +4,10 @@
 //! `fio` reads 4 KiB blocks at random, with `O_DIRECT`, from a 1 GiB file in
 //! `target/bench-disk/` for a fixed time: once synchronously (`psync`, one
 //! request at a time: every request pays the probes' cost in full) and once
-//! with 16 requests in flight (`libaio`). Each round runs both with and
-//! without the agent, in alternating order; the report is the median of the
-//! rounds' IOPS ratios, since this machine's disk speed drifts.
+//! with 16 requests in flight (`libaio`). Each round runs both without the
+//! agent, with the agent's disk probes alone and with the whole agent, in
+//! rotating order; the report is the median of the rounds' IOPS ratios, since
+//! this machine's disk speed drifts.
 
 use std::{
     fs,
@@ -22,6 +23,15 @@ use crate::bench::{BenchArgs, median, scraped_sum, start_agent};
 const WORKLOADS: [(&str, &str, u32); 2] =
     [("psync qd1", "psync", 1), ("libaio qd16", "libaio", 16)];
 
+/// (name, the agent's extra flags, or no agent). The disk probes alone are
+/// what this signal costs; the whole agent adds the run-queue probes, which
+/// fire on the context switches every synchronous request makes.
+const ARMS: [(&str, Option<&[&str]>); 3] = [
+    ("no-tracing", None),
+    ("disk probes", Some(&["--probes", "disk"])),
+    ("whole agent", Some(&[])),
+];
+
 pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     let dir = root.join("target/bench-disk");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -29,41 +39,35 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     println!("xtask bench: disk: laying out {}", file.display());
     fio(&file, "psync", 1, 1)?;
 
-    // (workload, with agent) → IOPS per round.
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); WORKLOADS.len()];
+    // [workload][arm] → the arm's IOPS / the same round's IOPS without tracing.
+    let mut ratios: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); ARMS.len()]; WORKLOADS.len()];
     for round in 0..args.rounds {
         for (w, (name, engine, depth)) in WORKLOADS.iter().enumerate() {
-            let mut iops = [0.0; 2];
-            let order = if (round as usize + w).is_multiple_of(2) {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with_agent in order {
-                let agent = match with_agent {
-                    true => Some(start_agent(agent, args.port, "auto", &[])?),
-                    false => None,
+            let mut iops = [0.0; ARMS.len()];
+            let mut order: Vec<usize> = (0..ARMS.len()).collect();
+            order.rotate_left((round as usize + w) % ARMS.len());
+            for arm in order {
+                let (arm_name, probes) = ARMS[arm];
+                let agent = match probes {
+                    Some(probes) => Some(start_agent(agent, args.port, "auto", probes)?),
+                    None => None,
                 };
                 let measured = fio(&file, engine, *depth, args.measurement_secs)?;
                 if let Some(agent) = agent {
-                    let requests = disk_requests(args.port)?;
-                    if requests == 0 {
+                    if disk_requests(args.port)? == 0 {
                         bail!("the agent counted no disk requests during the benchmark");
                     }
                     drop(agent);
                 }
                 println!(
-                    "xtask bench: disk round {} {name:<11} {:>10}: {measured:.0} IOPS",
+                    "xtask bench: disk round {} {name:<11} {arm_name:>16}: {measured:.0} IOPS",
                     round + 1,
-                    if with_agent {
-                        "stallwatch"
-                    } else {
-                        "no-tracing"
-                    },
                 );
-                iops[usize::from(with_agent)] = measured;
+                iops[arm] = measured;
             }
-            ratios[w].push(iops[1] / iops[0]);
+            for arm in 1..ARMS.len() {
+                ratios[w][arm].push(iops[arm] / iops[0]);
+            }
         }
     }
     println!();
@@ -72,13 +76,15 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         args.measurement_secs
     );
     for (w, (name, _, _)) in WORKLOADS.iter().enumerate() {
-        let rounds: Vec<String> = ratios[w].iter().map(|r| format!("{r:.3}")).collect();
-        let m = median(&mut ratios[w]);
-        println!(
-            "IOPS with the agent / without, {name}: median {m:.3} ({:+.1} %); rounds: {}",
-            (m - 1.0) * 100.0,
-            rounds.join(" ")
-        );
+        for (arm, (arm_name, _)) in ARMS.iter().enumerate().skip(1) {
+            let rounds: Vec<String> = ratios[w][arm].iter().map(|r| format!("{r:.3}")).collect();
+            let m = median(&mut ratios[w][arm]);
+            println!(
+                "IOPS {arm_name} / without, {name}: median {m:.3} ({:+.1} %); rounds: {}",
+                (m - 1.0) * 100.0,
+                rounds.join(" ")
+            );
+        }
     }
     probe_time(agent, args, &file)?;
     println!();
