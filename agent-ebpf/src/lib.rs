@@ -12,6 +12,7 @@ pub mod histogram;
 pub mod map_full;
 pub mod reclaim;
 pub mod runqueue;
+pub mod tcp;
 
 /// A cgroup v2 id: the inode number of the cgroup's directory in cgroup2,
 /// as returned by `bpf_get_current_cgroup_id()`.

@@ -25,10 +25,16 @@ pub enum MapId {
     DiskQueue = 5,
     /// Disk requests in flight (`DISK_INFLIGHT`).
     DiskInflight = 6,
+    /// Per-cgroup TCP histograms and counters (`TCP_SERIES`).
+    TcpSeries = 7,
+    /// TCP sockets followed (`TCP_SOCKETS`).
+    TcpSockets = 8,
+    /// Per-cgroup traffic counters (`NET_TRAFFIC`).
+    NetTraffic = 9,
 }
 
 impl MapId {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::RunqTasks,
         Self::RunqHist,
         Self::ReclaimStart,
@@ -36,6 +42,9 @@ impl MapId {
         Self::DiskSeries,
         Self::DiskQueue,
         Self::DiskInflight,
+        Self::TcpSeries,
+        Self::TcpSockets,
+        Self::NetTraffic,
     ];
 
     /// The map's name, as in the `map` label.
@@ -48,6 +57,9 @@ impl MapId {
             Self::DiskSeries => crate::disk::SERIES_MAP,
             Self::DiskQueue => crate::disk::QUEUE_MAP,
             Self::DiskInflight => crate::disk::INFLIGHT_MAP,
+            Self::TcpSeries => crate::tcp::SERIES_MAP,
+            Self::TcpSockets => crate::tcp::SOCKETS_MAP,
+            Self::NetTraffic => crate::tcp::TRAFFIC_MAP,
         }
     }
 }

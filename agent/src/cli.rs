@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use agent_ebpf::{
     disk::DEFAULT_MAX_INFLIGHT,
     runqueue::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_TASKS},
+    tcp::{DEFAULT_MAX_SOCKETS, DEFAULT_RTT_INTERVAL_MS},
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -43,7 +44,7 @@ pub struct RunArgs {
     pub tracefs: Option<PathBuf>,
 
     /// Signals to measure, comma-separated.
-    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim, Signal::Disk])]
+    #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim, Signal::Disk, Signal::Tcp])]
     pub probes: Vec<Signal>,
 
     /// How the run-queue probes attach: raw tracepoints (Linux 5.18+, cheapest),
@@ -58,7 +59,8 @@ pub struct RunArgs {
     pub max_tasks: u32,
 
     /// Capacity of each per-cgroup histogram map: cgroups with samples at once (for disk I/O: cgroup, device and op combinations).
-    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency, twice that for reclaim stalls, and about 1 KiB per entry for disk I/O; overflow is counted in stallwatch_map_full_total.
+    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency, twice that for reclaim stalls, about 1 KiB per entry for disk I/O,
+    /// 900 bytes for TCP, and 32 bytes per CPU for traffic; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_cgroups: u32,
@@ -68,6 +70,17 @@ pub struct RunArgs {
     #[arg(long, env = "STALLWATCH_MAX_DISK_INFLIGHT", default_value_t = DEFAULT_MAX_INFLIGHT,
           value_parser = clap::value_parser!(u32).range(256..=16_777_216))]
     pub max_disk_inflight: u32,
+
+    /// TCP sockets followed at once, node-wide: those opened since the agent started and still open.
+    /// Allocated as sockets open, about 100 bytes of kernel memory each; a socket beyond the bound gets no latency samples, counted in stallwatch_map_full_total.
+    #[arg(long, env = "STALLWATCH_MAX_TCP_SOCKETS", default_value_t = DEFAULT_MAX_SOCKETS,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_tcp_sockets: u32,
+
+    /// Least time between two RTT samples of one TCP socket (e.g. 1s, 200ms): a socket's first RTT is always sampled,
+    /// then at most one per interval, so a busy connection cannot dominate the histogram.
+    #[arg(long, env = "STALLWATCH_TCP_RTT_INTERVAL", default_value = DEFAULT_RTT_INTERVAL, value_parser = parse_duration)]
+    pub tcp_rtt_interval: Duration,
 
     /// Rescan the cgroup tree at least this often, to forget removed cgroups (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "STALLWATCH_CGROUP_RESCAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -87,6 +100,10 @@ pub enum LogFormat {
     Human,
     Json,
 }
+
+/// [`DEFAULT_RTT_INTERVAL_MS`] as the flag writes it.
+const DEFAULT_RTT_INTERVAL: &str = "1s";
+const _: () = assert!(DEFAULT_RTT_INTERVAL_MS == 1_000);
 
 /// `250ms`, `10s`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

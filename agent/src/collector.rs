@@ -17,6 +17,7 @@ use agent_ebpf::{
     histogram::Histogram,
     map_full::MapId,
     reclaim::{KIND_NAMES, ReclaimKey},
+    tcp::{TcpSeries, Traffic},
 };
 
 use crate::{
@@ -28,7 +29,7 @@ use crate::{
         pressure::{self, Stall},
     },
     labels::CgroupLabels,
-    probes::{ProbeState, ProbeStatus, Probes, disk::DiskRead, error_chain},
+    probes::{ProbeState, ProbeStatus, Probes, disk::DiskRead, error_chain, tcp::TcpRead},
 };
 
 /// Below this many cgroups, files are read on the scraping thread alone.
@@ -74,6 +75,7 @@ pub struct Collector {
     runqueue: Vec<(CgroupId, Histogram)>,
     reclaim: Vec<(ReclaimKey, Histogram)>,
     disk: DiskRead,
+    tcp: TcpRead,
     /// Cgroup ids found gone in this scrape.
     stale: Vec<CgroupId>,
     /// Cgroup files, and this scrape's results (allocations reused).
@@ -103,6 +105,7 @@ pub struct View<'a> {
     runqueue: &'a [(CgroupId, Histogram)],
     reclaim: &'a [(ReclaimKey, Histogram)],
     disk: &'a DiskRead,
+    tcp: &'a TcpRead,
     file_stats: &'a [(CgroupId, CgroupStats)],
     devices: &'a [DeviceIo],
     device_names: &'a DeviceNames,
@@ -173,6 +176,22 @@ impl View<'_> {
         })
     }
 
+    /// TCP latency histograms and counters of cgroups whose path is known.
+    pub fn tcp(&self) -> impl Iterator<Item = (&CgroupLabels, &TcpSeries)> {
+        self.tcp
+            .series
+            .iter()
+            .filter_map(|(id, series)| Some((self.tree.get(*id)?, series)))
+    }
+
+    /// Traffic counters of cgroups whose path is known.
+    pub fn traffic(&self) -> impl Iterator<Item = (&CgroupLabels, &Traffic)> {
+        self.tcp
+            .traffic
+            .iter()
+            .filter_map(|(id, traffic)| Some((self.tree.get(*id)?, traffic)))
+    }
+
     /// Run-queue histograms of cgroups whose path is known.
     pub fn runqueue(&self) -> impl Iterator<Item = (&CgroupLabels, &Histogram)> {
         self.runqueue
@@ -206,6 +225,7 @@ impl Collector {
             runqueue: Vec::new(),
             reclaim: Vec::new(),
             disk: DiskRead::default(),
+            tcp: TcpRead::default(),
             stale: Vec::new(),
             workers: (0..std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
                 .map(|_| Worker {
@@ -278,6 +298,13 @@ impl Collector {
             tracing::warn!("reading the disk I/O series failed: {}", error_chain(&e));
         }
 
+        self.tcp.clear();
+        if let Some(maps) = &self.probes.tcp
+            && let Err(e) = maps.read_into(&mut self.tcp)
+        {
+            tracing::warn!("reading the TCP series failed: {}", error_chain(&e));
+        }
+
         let missed = self.kernel_ids().any(|id| self.tree.get(id).is_none());
         if self.tree.scan_due(Instant::now(), missed)
             && let Err(e) = self.tree.scan(Instant::now())
@@ -302,6 +329,7 @@ impl Collector {
             },
             reclaim: &self.reclaim,
             disk: &self.disk,
+            tcp: &self.tcp,
             collect_duration: self.last_collect,
             tree: &self.tree,
             runqueue: &self.runqueue,
@@ -402,7 +430,7 @@ impl Collector {
 
     /// Cgroup ids that have state in a kernel map (may repeat).
     fn kernel_ids(&self) -> impl Iterator<Item = CgroupId> + '_ {
-        kernel_ids(&self.runqueue, &self.reclaim, &self.disk)
+        kernel_ids(&self.runqueue, &self.reclaim, &self.disk, &self.tcp)
     }
 
     /// Deletes the kernel state of ids that a scan which started after they
@@ -445,21 +473,28 @@ impl Collector {
                     }
                 }
             }
+            if let Some(maps) = self.probes.tcp.as_mut()
+                && let Err(e) = maps.forget(*id)
+            {
+                tracing::warn!("deleting TCP state of cgroup {id}: {}", error_chain(&e));
+            }
             self.unresolved.remove(id);
         }
         self.runqueue.retain(|(id, _)| !stale.contains(id));
         self.reclaim.retain(|(key, _)| !stale.contains(&key.cgroup));
         self.disk.retain_cgroups(|id| !stale.contains(&id));
+        self.tcp.retain_cgroups(|id| !stale.contains(&id));
         let Self {
             tree,
             unresolved,
             runqueue,
             reclaim,
             disk,
+            tcp,
             ..
         } = self;
         unresolved.retain(|id, _| {
-            tree.get(*id).is_none() && kernel_ids(runqueue, reclaim, disk).any(|k| k == *id)
+            tree.get(*id).is_none() && kernel_ids(runqueue, reclaim, disk, tcp).any(|k| k == *id)
         });
         self.stale = stale;
     }
@@ -471,11 +506,13 @@ fn kernel_ids<'a>(
     runqueue: &'a [(CgroupId, Histogram)],
     reclaim: &'a [(ReclaimKey, Histogram)],
     disk: &'a DiskRead,
+    tcp: &'a TcpRead,
 ) -> impl Iterator<Item = CgroupId> + 'a {
     runqueue
         .iter()
         .map(|(id, _)| *id)
         .chain(reclaim.iter().map(|(key, _)| key.cgroup))
         .chain(disk.keys().map(|key| key.cgroup))
+        .chain(tcp.cgroups())
         .filter(|id| *id != UNMATCHED)
 }

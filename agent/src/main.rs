@@ -91,9 +91,11 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         max_tasks: args.max_tasks,
         max_cgroups: args.max_cgroups,
         max_disk_inflight: args.max_disk_inflight,
+        max_tcp_sockets: args.max_tcp_sockets,
+        tcp_rtt_interval: args.tcp_rtt_interval,
         runqueue_attach: args.runqueue_attach,
     };
-    let mut probes = Probes::load(tracefs.as_ref(), &args.probes, options)?;
+    let mut probes = Probes::load(tracefs.as_ref(), &cgroup_root, &args.probes, options)?;
     for status in &probes.status {
         match &status.state {
             ProbeState::Up => {}

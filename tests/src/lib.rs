@@ -30,6 +30,16 @@ pub fn agent_bin() -> PathBuf {
     );
 }
 
+/// A helper program of these tests (`tests/src/bin/<name>.rs`):
+/// in `STALLWATCH_TEST_HELPERS` when set (as in the VM guests), else at
+/// `built`, where cargo put it (`env!("CARGO_BIN_EXE_<name>")`).
+pub fn helper_bin(name: &str, built: &str) -> PathBuf {
+    match std::env::var_os("STALLWATCH_TEST_HELPERS") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(built),
+    }
+}
+
 /// Whether a privileged test can run. As root under `cargo xtask test`
 /// (`STALLWATCH_REQUIRE_PRIVILEGED=1`) a test that cannot run fails; as
 /// another user it is skipped with the reason printed.
@@ -191,7 +201,7 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener =
         TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding a free port: {e}"));
     listener

@@ -32,6 +32,11 @@ fn bad_flags_are_refused_with_the_flag_named() {
             &["run", "--cgroup-rescan-interval", "soon"][..],
             "--cgroup-rescan-interval",
         ),
+        (
+            &["run", "--tcp-rtt-interval", "often"][..],
+            "--tcp-rtt-interval",
+        ),
+        (&["run", "--max-tcp-sockets", "10"][..], "--max-tcp-sockets"),
         (&["run", "--no-such-flag"][..], "--no-such-flag"),
         (&["fly"][..], "fly"),
     ] {

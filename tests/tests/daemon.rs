@@ -15,7 +15,7 @@ fn serves_health_readiness_and_self_metrics() {
     assert_eq!(agent.get("/readyz"), Ok((200, "ready\n".to_owned())));
 
     let scrape = agent.scrape();
-    for probe in ["runqueue", "reclaim", "disk"] {
+    for probe in ["runqueue", "reclaim", "disk", "tcp"] {
         assert_eq!(
             scrape.value("stallwatch_probe_up", &[("probe", probe)]),
             Some(1.0),
@@ -120,11 +120,13 @@ fn a_probe_that_cannot_attach_is_reported_not_fatal() {
             "{probe}"
         );
     }
-    assert_eq!(
-        scrape.value("stallwatch_probe_up", &[("probe", "reclaim")]),
-        Some(1.0),
-        "raw tracepoints need no tracefs"
-    );
+    for probe in ["reclaim", "tcp"] {
+        assert_eq!(
+            scrape.value("stallwatch_probe_up", &[("probe", probe)]),
+            Some(1.0),
+            "{probe}: raw tracepoints and cgroup programs need no tracefs"
+        );
+    }
     let _ = std::fs::remove_dir_all(&fake);
 }
 

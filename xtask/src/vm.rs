@@ -349,9 +349,16 @@ fn unpack(deb: &Path, into: &Path) -> anyhow::Result<()> {
     run_checked(Command::new("dpkg").arg("-x").arg(deb).arg(into))
 }
 
-/// The integration test binaries of `tests/`, built for the host (the guest
-/// runs the same x86_64 userspace).
-fn build_guest_tests(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The test binaries of `tests/`, built for the host (the guest runs the
+/// same x86_64 userspace).
+struct GuestTests {
+    /// (name, path) of each integration test binary.
+    tests: Vec<(String, PathBuf)>,
+    /// (name, path) of each helper program the tests run (`tests/src/bin`).
+    helpers: Vec<(String, PathBuf)>,
+}
+
+fn build_guest_tests(root: &Path) -> anyhow::Result<GuestTests> {
     let output = cargo(root)
         // The same flags as `cargo xtask test`, so the host's build is reused.
         .args(["test", "--workspace", "--release", "--no-run"])
@@ -362,35 +369,45 @@ fn build_guest_tests(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     if !output.status.success() {
         bail!("building the test binaries failed: {}", output.status);
     }
-    let mut tests = Vec::new();
+    let mut built = GuestTests {
+        tests: Vec::new(),
+        helpers: Vec::new(),
+    };
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let is_test = message["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|v| v == "test"))
-            && message["manifest_path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("/tests/Cargo.toml"));
-        if let (true, Some(name), Some(exe)) = (
-            is_test,
+        let is_kind = |kind: &str| {
+            message["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|v| v == kind))
+        };
+        let of_tests = message["manifest_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/tests/Cargo.toml"));
+        let (Some(name), Some(exe)) = (
             message["target"]["name"].as_str(),
             message["executable"].as_str(),
-        ) {
-            tests.push((name.to_owned(), PathBuf::from(exe)));
+        ) else {
+            continue;
+        };
+        let entry = (name.to_owned(), PathBuf::from(exe));
+        match (of_tests, is_kind("test"), is_kind("bin")) {
+            (true, true, _) => built.tests.push(entry),
+            (true, _, true) => built.helpers.push(entry),
+            _ => {}
         }
     }
-    if tests.is_empty() {
+    if built.tests.is_empty() {
         bail!("cargo built no test binaries for the guest");
     }
-    Ok(tests)
+    Ok(built)
 }
 
 fn build_initramfs(
     path: &Path,
     agent: &Path,
-    tests: &[(String, PathBuf)],
+    built: &GuestTests,
     modules: &[(String, Vec<PathBuf>)],
     filter: &[OsString],
 ) -> anyhow::Result<()> {
@@ -406,6 +423,7 @@ fn build_initramfs(
         "/root",
         "/stallwatch",
         "/stallwatch/tests",
+        "/stallwatch/bin",
     ] {
         cpio.dir(dir)?;
     }
@@ -415,8 +433,12 @@ fn build_initramfs(
     cpio.file("/init", 0o755, init_script(filter).as_bytes())?;
     cpio.file("/stallwatch/agent", 0o755, &read(agent)?)?;
     let mut executables = vec![agent.to_owned()];
-    for (name, exe) in tests {
+    for (name, exe) in &built.tests {
         cpio.file(&format!("/stallwatch/tests/{name}"), 0o755, &read(exe)?)?;
+        executables.push(exe.clone());
+    }
+    for (name, exe) in &built.helpers {
+        cpio.file(&format!("/stallwatch/bin/{name}"), 0o755, &read(exe)?)?;
         executables.push(exe.clone());
     }
     // Their shared libraries, at the paths the dynamic loader expects.
@@ -525,7 +547,8 @@ echo "{BEGIN} $(uname -r) controllers: $(cat /sys/fs/cgroup/cgroup.subtree_contr
 for t in /stallwatch/tests/*; do
     name=${{t##*/}}
     echo "STALLWATCH-VM-RUN $name"
-    STALLWATCH_AGENT_BIN=/stallwatch/agent STALLWATCH_REQUIRE_PRIVILEGED=1 "$t" {args} 2>&1
+    STALLWATCH_AGENT_BIN=/stallwatch/agent STALLWATCH_TEST_HELPERS=/stallwatch/bin \
+        STALLWATCH_REQUIRE_PRIVILEGED=1 "$t" {args} 2>&1
     echo "{EXIT} $name $?"
 done
 echo "{END}"

@@ -25,6 +25,8 @@ mod map_full;
 mod reclaim;
 #[cfg(target_arch = "bpf")]
 mod runqueue;
+#[cfg(target_arch = "bpf")]
+mod tcp;
 
 /// The kernel only lets GPL-compatible programs call `bpf_probe_read_kernel`.
 #[cfg(target_arch = "bpf")]

@@ -8,8 +8,9 @@
 pub mod disk;
 pub mod reclaim;
 pub mod runqueue;
+pub mod tcp;
 
-use std::fmt;
+use std::{fmt, path::Path, time::Duration};
 
 use agent_ebpf::map_full::{MAP_FULL, MAP_FULL_ENTRIES, MapId};
 use aya::{
@@ -33,6 +34,9 @@ pub enum Signal {
     Reclaim,
     /// Disk I/O latency (block tracepoints).
     Disk,
+    /// TCP connect latency, RTT, retransmits and resets, and traffic
+    /// (cgroup_skb and sock_ops programs on the cgroup2 root).
+    Tcp,
 }
 
 impl Signal {
@@ -41,6 +45,7 @@ impl Signal {
             Self::Runqueue => runqueue::PROBE,
             Self::Reclaim => reclaim::PROBE,
             Self::Disk => disk::PROBE,
+            Self::Tcp => tcp::PROBE,
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct ProbeOptions {
     pub max_tasks: u32,
     pub max_cgroups: u32,
     pub max_disk_inflight: u32,
+    pub max_tcp_sockets: u32,
+    pub tcp_rtt_interval: Duration,
     pub runqueue_attach: runqueue::AttachMode,
 }
 
@@ -127,6 +134,7 @@ pub struct Probes {
     pub runqueue: Option<runqueue::RunqueueMaps>,
     pub reclaim: Option<reclaim::ReclaimMaps>,
     pub disk: Option<disk::DiskMaps>,
+    pub tcp: Option<tcp::TcpMaps>,
     map_full: Option<Array<MapData, u64>>,
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -144,6 +152,7 @@ impl Probes {
     /// Only an object that cannot be loaded at all is an error.
     pub fn load(
         tracefs: Option<&Tracefs>,
+        cgroup2_root: &Path,
         enabled: &[Signal],
         options: ProbeOptions,
     ) -> Result<Self, LoadError> {
@@ -172,7 +181,10 @@ impl Probes {
             .map_max_entries(
                 agent_ebpf::disk::INFLIGHT_MAP,
                 agent_ebpf::disk::inflight_slots(options.max_disk_inflight),
-            );
+            )
+            .map_max_entries(agent_ebpf::tcp::SERIES_MAP, options.max_cgroups)
+            .map_max_entries(agent_ebpf::tcp::TRAFFIC_MAP, options.max_cgroups)
+            .map_max_entries(agent_ebpf::tcp::SOCKETS_MAP, options.max_tcp_sockets);
         let fields = match &runqueue_fields {
             Some(Ok(fields)) => *fields,
             _ => agent_ebpf::runqueue::SchedFields::UNSET,
@@ -185,6 +197,9 @@ impl Probes {
         loader.override_global(agent_ebpf::disk::FIELDS_GLOBAL, &block_fields, true);
         let inflight_mask = agent_ebpf::disk::inflight_slots(options.max_disk_inflight) - 1;
         loader.override_global(agent_ebpf::disk::INFLIGHT_MASK_GLOBAL, &inflight_mask, true);
+        let rtt_interval_ns =
+            u64::try_from(options.tcp_rtt_interval.as_nanos()).unwrap_or(u64::MAX);
+        loader.override_global(agent_ebpf::tcp::RTT_INTERVAL_GLOBAL, &rtt_interval_ns, true);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| LoadError::Object { source })?;
@@ -243,6 +258,21 @@ impl Probes {
             });
         }
 
+        let mut tcp = None;
+        if enabled.contains(&Signal::Tcp) {
+            let state = match tcp::attach(&mut ebpf, cgroup2_root) {
+                Ok(()) => {
+                    tcp = Some(tcp::TcpMaps::take(&mut ebpf)?);
+                    ProbeState::Up
+                }
+                Err(why) => ProbeState::Down(why),
+            };
+            status.push(ProbeStatus {
+                signal: Signal::Tcp,
+                state,
+            });
+        }
+
         let map_full = Some(take_map(&mut ebpf, MAP_FULL)?);
         Ok(Self {
             _ebpf: Some(ebpf),
@@ -250,6 +280,7 @@ impl Probes {
             runqueue,
             reclaim,
             disk,
+            tcp,
             map_full,
             logger,
         })
@@ -264,6 +295,7 @@ impl Probes {
             runqueue: None,
             reclaim: None,
             disk: None,
+            tcp: None,
             map_full: None,
             logger: None,
         }
