@@ -92,13 +92,20 @@ pub struct SocketState {
     pub rtt_sampled_ns: u64,
 }
 
-/// What the ingress program leaves on its CPU for the `sock_ops` program
-/// that may run next for the same packet: the cgroup and local port of the
-/// socket the packet was delivered to.
+/// What the `cgroup_skb` programs leave on their CPU about the packet they
+/// saw last, for a `sock_ops` callback or tracepoint that runs next on the
+/// same CPU for the same packet and needs the socket's cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IngressSlot {
+pub struct PacketSlot {
+    /// The cgroup of the packet's socket.
     pub cgroup: CgroupId,
+    /// The kernel address of the packet's socket.
+    pub sk: u64,
+    /// A socket whose `connect()` began on this CPU and whose SYN has not
+    /// been seen yet (set by `TCP_CONNECT_CB`, taken by the egress program).
+    pub connecting: u64,
+    /// The local port of the packet's socket.
     pub local_port: u32,
     pub _pad: u32,
 }

@@ -50,6 +50,8 @@ enum Part {
     ContextSwitch,
     /// fio random reads: the disk probes' cost per request.
     Disk,
+    /// iperf3 and wrk on loopback: the TCP probes' cost per packet.
+    Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,13 @@ pub(crate) struct Started {
     signal: i32,
 }
 
+impl Started {
+    /// A child to stop with `signal`.
+    pub fn new(child: Child, signal: i32) -> Self {
+        Self { child, signal }
+    }
+}
+
 impl Drop for Started {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
@@ -101,7 +110,7 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     if runs(Part::Scrape) {
         scrape(root)?;
     }
-    if !runs(Part::ContextSwitch) && !runs(Part::Disk) {
+    if !runs(Part::ContextSwitch) && !runs(Part::Disk) && !runs(Part::Tcp) {
         return Ok(());
     }
     if !crate::setup::is_root() {
@@ -109,6 +118,9 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     }
     if runs(Part::Disk) {
         crate::bench_disk::run(root, agent, args)?;
+    }
+    if runs(Part::Tcp) {
+        crate::bench_tcp::run(agent, args)?;
     }
     if runs(Part::ContextSwitch) {
         context_switch(root, agent, args)?;

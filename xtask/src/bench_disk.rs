@@ -17,7 +17,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::bench::{BenchArgs, median, scraped_sum, start_agent};
+use crate::{
+    bench::{BenchArgs, scraped_sum, start_agent},
+    bench_arms::{self, Arm, Load},
+};
 
 /// (name, fio ioengine, iodepth).
 const WORKLOADS: [(&str, &str, u32); 2] =
@@ -26,7 +29,7 @@ const WORKLOADS: [(&str, &str, u32); 2] =
 /// (name, the agent's extra flags, or no agent). The disk probes alone are
 /// what this signal costs; the whole agent adds the run-queue probes, which
 /// fire on the context switches every synchronous request makes.
-const ARMS: [(&str, Option<&[&str]>); 3] = [
+const ARMS: [Arm; 3] = [
     ("no-tracing", None),
     ("disk probes", Some(&["--probes", "disk"])),
     ("whole agent", Some(&[])),
@@ -39,53 +42,26 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
     println!("xtask bench: disk: laying out {}", file.display());
     fio(&file, "psync", 1, 1)?;
 
-    // [workload][arm] → the arm's IOPS / the same round's IOPS without tracing.
-    let mut ratios: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); ARMS.len()]; WORKLOADS.len()];
-    for round in 0..args.rounds {
-        for (w, (name, engine, depth)) in WORKLOADS.iter().enumerate() {
-            let mut iops = [0.0; ARMS.len()];
-            let mut order: Vec<usize> = (0..ARMS.len()).collect();
-            order.rotate_left((round as usize + w) % ARMS.len());
-            for arm in order {
-                let (arm_name, probes) = ARMS[arm];
-                let agent = match probes {
-                    Some(probes) => Some(start_agent(agent, args.port, "auto", probes)?),
-                    None => None,
-                };
-                let measured = fio(&file, engine, *depth, args.measurement_secs)?;
-                if let Some(agent) = agent {
-                    if disk_requests(args.port)? == 0 {
-                        bail!("the agent counted no disk requests during the benchmark");
-                    }
-                    drop(agent);
-                }
-                println!(
-                    "xtask bench: disk round {} {name:<11} {arm_name:>16}: {measured:.0} IOPS",
-                    round + 1,
-                );
-                iops[arm] = measured;
+    let mut loads: Vec<Load<'_>> = WORKLOADS
+        .iter()
+        .map(|&(name, engine, depth)| {
+            let file = &file;
+            Load {
+                name,
+                measure: Box::new(move || fio(file, engine, depth, args.measurement_secs)),
             }
-            for arm in 1..ARMS.len() {
-                ratios[w][arm].push(iops[arm] / iops[0]);
-            }
-        }
-    }
-    println!();
+        })
+        .collect();
     println!(
         "disk load: fio 4 KiB O_DIRECT random reads, {} s per run",
         args.measurement_secs
     );
-    for (w, (name, _, _)) in WORKLOADS.iter().enumerate() {
-        for (arm, (arm_name, _)) in ARMS.iter().enumerate().skip(1) {
-            let rounds: Vec<String> = ratios[w][arm].iter().map(|r| format!("{r:.3}")).collect();
-            let m = median(&mut ratios[w][arm]);
-            println!(
-                "IOPS {arm_name} / without, {name}: median {m:.3} ({:+.1} %); rounds: {}",
-                (m - 1.0) * 100.0,
-                rounds.join(" ")
-            );
+    bench_arms::compare("disk", "IOPS", agent, args, &ARMS, &mut loads, |port| {
+        if disk_requests(port)? == 0 {
+            bail!("the agent counted no disk requests during the benchmark");
         }
-    }
+        Ok(())
+    })?;
     probe_time(agent, args, &file)?;
     println!();
     Ok(())

@@ -9,7 +9,9 @@
 //! `cargo build` gives a self-contained `agent` binary.
 
 mod bench;
+mod bench_arms;
 mod bench_disk;
+mod bench_tcp;
 mod cpio;
 mod setup;
 mod vm;

@@ -19,6 +19,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("stress-ng", "the context-switch load in the benchmark"),
     ("fio", "the disk I/O load in the benchmark"),
+    ("iperf3", "the TCP stream load in the benchmark"),
+    ("wrk", "the TCP request load in the benchmark"),
     ("busybox-static", "the VM tests' guest userland"),
     (
         "qemu-system-data",

@@ -392,7 +392,9 @@ fn build_guest_tests(root: &Path) -> anyhow::Result<GuestTests> {
             continue;
         };
         let entry = (name.to_owned(), PathBuf::from(exe));
-        match (of_tests, is_kind("test"), is_kind("bin")) {
+        // A bin target is also built as a unit-test harness: not a helper.
+        let harness = message["profile"]["test"].as_bool() == Some(true);
+        match (of_tests, is_kind("test"), is_kind("bin") && !harness) {
             (true, true, _) => built.tests.push(entry),
             (true, _, true) => built.helpers.push(entry),
             _ => {}

@@ -15,17 +15,22 @@
 //! - `sock_ops`, attached to the cgroup2 root: TCP itself calls it at
 //!   connect, at establishment and, once enabled per socket with
 //!   `bpf_sock_ops_cb_flags_set`, on every RTT update, retransmit and state
-//!   change, with the UAPI `bpf_sock_ops` fields (`srtt_us`, states). It may
-//!   not ask a socket's cgroup (`bpf_sk_cgroup_id` is refused there), so each
-//!   socket's cgroup is learnt once, where it is known, and kept in
-//!   `TCP_SOCKETS` (keyed by the socket's address) until the socket closes:
-//!   - an active open at `TCP_CONNECT_CB`, which runs inside the task's
-//!     `connect()`: the current cgroup;
-//!   - an accepted socket at `PASSIVE_ESTABLISHED_CB`, which runs in softirq
-//!     while TCP handles the handshake's last ACK, right after the ingress
-//!     program saw that very ACK delivered to the listener on this CPU. The
-//!     ingress program leaves the listener's cgroup and port in a per-CPU
-//!     slot; the callback takes it when the port is the socket's own.
+//!   change, with the UAPI `bpf_sock_ops` fields and arguments. It may not
+//!   ask a socket's cgroup (`bpf_sk_cgroup_id` is refused there, and
+//!   `bpf_get_current_cgroup_id` before Linux 6.x), so each socket's cgroup
+//!   is learnt once from a packet and kept in `TCP_SOCKETS` (keyed by the
+//!   socket's address) until the socket closes. The `cgroup_skb` programs
+//!   leave the cgroup, address and port of the socket of the last packet on
+//!   their CPU in a per-CPU slot, and TCP runs the callbacks right after the
+//!   packet that causes them, on the same CPU:
+//!   - an active open: `TCP_CONNECT_CB` marks the socket as connecting on
+//!     its CPU, and the egress program, seeing that socket's SYN next, fills
+//!     in its cgroup. Should the task have moved CPU in between, the SYN-ACK
+//!     (at `ACTIVE_ESTABLISHED_CB`) or the reset that refuses it does;
+//!   - an accepted socket at `PASSIVE_ESTABLISHED_CB`, which runs while TCP
+//!     handles the handshake's last ACK, right after the ingress program saw
+//!     that ACK delivered to the listener, whose cgroup an accepted socket
+//!     inherits: taken from the slot when the listener's port is the socket's.
 //! - raw tracepoints `tcp_receive_reset` and `tcp_send_reset`, whose first
 //!   argument is the socket: looked up in `TCP_SOCKETS`.
 //!
@@ -42,14 +47,14 @@
 use agent_ebpf::{
     map_full::MapId,
     tcp::{
-        CB_FLAGS, DEFAULT_MAX_SOCKETS, DEFAULT_RTT_INTERVAL_MS, IngressSlot, OP_ACTIVE_ESTABLISHED,
-        OP_PASSIVE_ESTABLISHED, OP_RETRANS, OP_RTT, OP_STATE, OP_TCP_CONNECT, SocketState,
-        TCP_CLOSE, TCP_SYN_SENT, TcpSeries, Traffic, packets, srtt_ns,
+        CB_FLAGS, DEFAULT_MAX_SOCKETS, DEFAULT_RTT_INTERVAL_MS, OP_ACTIVE_ESTABLISHED,
+        OP_PASSIVE_ESTABLISHED, OP_RETRANS, OP_RTT, OP_STATE, OP_TCP_CONNECT, PacketSlot,
+        SocketState, TCP_CLOSE, TCP_SYN_SENT, TcpSeries, Traffic, packets, srtt_ns,
     },
 };
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_ANY, BPF_F_NO_PREALLOC},
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_skb_cgroup_id},
+    helpers::{bpf_ktime_get_ns, bpf_skb_cgroup_id},
     macros::{cgroup_skb, map, raw_tracepoint, sock_ops},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{RawTracePointContext, SkBuffContext, SockOpsContext},
@@ -79,36 +84,51 @@ static NET_TRAFFIC: PerCpuHashMap<u64, Traffic> =
 static TCP_SOCKETS: HashMap<u64, SocketState> =
     HashMap::with_max_entries(DEFAULT_MAX_SOCKETS, BPF_F_NO_PREALLOC);
 
-#[map(name = "TCP_INGRESS_SLOT")]
-static TCP_INGRESS_SLOT: PerCpuArray<IngressSlot> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "TCP_PACKET_SLOT")]
+static TCP_PACKET_SLOT: PerCpuArray<PacketSlot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Returns 1: the packet may pass. These programs only count.
 const PASS: i32 = 1;
 
 #[cgroup_skb]
 pub fn net_egress(ctx: SkBuffContext) -> i32 {
-    let skb = ctx.skb.skb;
-    // SAFETY: `skb` is the kernel's context pointer; the helper takes it.
-    let cgroup = unsafe { bpf_skb_cgroup_id(skb) };
-    count(&ctx, skb, cgroup, false);
+    on_packet(&ctx, false);
     PASS
 }
 
 #[cgroup_skb]
 pub fn net_ingress(ctx: SkBuffContext) -> i32 {
+    on_packet(&ctx, true);
+    PASS
+}
+
+#[inline(always)]
+fn on_packet(ctx: &SkBuffContext, ingress: bool) {
     let skb = ctx.skb.skb;
-    // SAFETY: as in `net_egress`.
+    // SAFETY: `skb` is the kernel's context pointer; the helper takes it.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb) };
-    count(&ctx, skb, cgroup, true);
-    if let Some(slot) = TCP_INGRESS_SLOT.get_ptr_mut(0) {
-        // SAFETY: `skb` is the context; `slot` is this CPU's array value,
-        // which only programs on this CPU touch.
-        unsafe {
-            (*slot).cgroup = cgroup;
-            (*slot).local_port = (*skb).local_port;
+    count(ctx, skb, cgroup, ingress);
+    let Some(slot) = TCP_PACKET_SLOT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `skb` is the context, whose `sk` the kernel sets for these
+    // programs; `slot` is this CPU's array value, which only programs on
+    // this CPU touch, one at a time.
+    unsafe {
+        let sk = (*skb).__bindgen_anon_2.sk as u64;
+        (*slot).cgroup = cgroup;
+        (*slot).sk = sk;
+        (*slot).local_port = (*skb).local_port;
+        if !ingress && sk != 0 && (*slot).connecting == sk {
+            // The SYN of the socket whose connect() began on this CPU.
+            (*slot).connecting = 0;
+            if let Some(state) = TCP_SOCKETS.get_ptr_mut(sk)
+                && (*state).cgroup == 0
+            {
+                (*state).cgroup = cgroup;
+            }
         }
     }
-    PASS
 }
 
 #[inline(always)]
@@ -150,12 +170,17 @@ pub fn tcp_sock_ops(ctx: SockOpsContext) -> u32 {
     if sk != 0 {
         match ctx.op() {
             OP_TCP_CONNECT => {
-                // SAFETY: kernel helpers without preconditions.
-                let (cgroup, now) = unsafe { (bpf_get_current_cgroup_id(), bpf_ktime_get_ns()) };
-                follow(&ctx, sk, cgroup, now);
+                // SAFETY: a kernel helper without preconditions.
+                let now = unsafe { bpf_ktime_get_ns() };
+                if follow(&ctx, sk, 0, now)
+                    && let Some(slot) = TCP_PACKET_SLOT.get_ptr_mut(0)
+                {
+                    // SAFETY: this CPU's array value.
+                    unsafe { (*slot).connecting = sk };
+                }
             }
             OP_PASSIVE_ESTABLISHED => {
-                if let Some(slot) = TCP_INGRESS_SLOT.get(0)
+                if let Some(slot) = TCP_PACKET_SLOT.get(0)
                     && slot.local_port == ctx.local_port()
                     && slot.cgroup != 0
                 {
@@ -198,10 +223,10 @@ pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Starts following socket `sk` of `cgroup`, whose `connect()` began at
-/// `connect_ns` (0 for an accepted socket).
+/// Starts following socket `sk` of `cgroup` (0: not known yet), whose
+/// `connect()` began at `connect_ns` (0 for an accepted socket).
 #[inline(always)]
-fn follow(ctx: &SockOpsContext, sk: u64, cgroup: u64, connect_ns: u64) {
+fn follow(ctx: &SockOpsContext, sk: u64, cgroup: u64, connect_ns: u64) -> bool {
     let state = SocketState {
         cgroup,
         connect_ns,
@@ -210,8 +235,35 @@ fn follow(ctx: &SockOpsContext, sk: u64, cgroup: u64, connect_ns: u64) {
     match TCP_SOCKETS.insert(sk, state, u64::from(BPF_ANY)) {
         Ok(()) => {
             let _ = ctx.set_cb_flags(CB_FLAGS);
+            true
         }
-        Err(err) => map_full::record(ctx, MapId::TcpSockets, err),
+        Err(err) => {
+            map_full::record(ctx, MapId::TcpSockets, err);
+            false
+        }
+    }
+}
+
+/// The cgroup of followed socket `sk`, whose state is `*state`; learnt from
+/// this CPU's last packet if it was the socket's and the cgroup is not known
+/// yet.
+///
+/// # Safety
+/// `state` must point into a live `TCP_SOCKETS` value.
+#[inline(always)]
+unsafe fn cgroup_of(state: *mut SocketState, sk: u64) -> Option<u64> {
+    // SAFETY: per the function's contract.
+    unsafe {
+        let cgroup = (*state).cgroup;
+        if cgroup != 0 {
+            return Some(cgroup);
+        }
+        let slot = TCP_PACKET_SLOT.get(0)?;
+        if slot.sk != sk || slot.cgroup == 0 {
+            return None;
+        }
+        (*state).cgroup = slot.cgroup;
+        Some(slot.cgroup)
     }
 }
 
@@ -221,10 +273,14 @@ fn established(ctx: &SockOpsContext, sk: u64) {
         return;
     };
     // SAFETY: `state` points into a live hash map value.
-    let (cgroup, started) = unsafe { ((*state).cgroup, (*state).connect_ns) };
+    let started = unsafe { (*state).connect_ns };
     if started == 0 {
         return;
     }
+    // SAFETY: as above.
+    let Some(cgroup) = (unsafe { cgroup_of(state, sk) }) else {
+        return;
+    };
     // SAFETY: as above; a kernel helper without preconditions.
     let now = unsafe {
         (*state).connect_ns = 0;
@@ -242,6 +298,19 @@ fn rtt(ctx: &SockOpsContext, sk: u64) {
     let Some(state) = TCP_SOCKETS.get_ptr_mut(sk) else {
         return;
     };
+    // The callback runs just before the kernel stores the new estimate.
+    // Since Linux 6.x that estimate is its second argument; before, there
+    // are no arguments and the `srtt_us` field, the estimate one RTT
+    // earlier, is the freshest there is (0 before the first, as at a
+    // client's first sample, from the SYN-ACK: no sample then).
+    let srtt_x8 = match ctx.arg(1) {
+        // SAFETY: `ctx.ops` is the kernel's context.
+        0 => unsafe { (*ctx.ops).srtt_us },
+        updated => updated,
+    };
+    if srtt_x8 == 0 {
+        return;
+    }
     // SAFETY: a kernel helper without preconditions; a plain read of a
     // global the loader may have overridden.
     let (now, interval) = unsafe {
@@ -252,21 +321,20 @@ fn rtt(ctx: &SockOpsContext, sk: u64) {
     };
     // SAFETY: `state` points into a live hash map value. Two CPUs racing
     // here could both take a sample: harmless.
-    let cgroup = unsafe {
+    unsafe {
         let last = (*state).rtt_sampled_ns;
         if last != 0 && now.saturating_sub(last) < interval {
             return;
         }
         (*state).rtt_sampled_ns = now;
-        (*state).cgroup
+    }
+    // SAFETY: as above.
+    let Some(cgroup) = (unsafe { cgroup_of(state, sk) }) else {
+        return;
     };
-    // args: the measured RTT, the updated smoothed RTT. The callback runs
-    // before `srtt_us` is updated, so that field would be one sample behind
-    // (0 at a client's first sample, from the SYN-ACK).
-    let srtt = srtt_ns(ctx.arg(1));
     if let Some(series) = series(ctx, cgroup) {
         // SAFETY: as in `established`.
-        unsafe { hist::add(&mut (*series).rtt, srtt) };
+        unsafe { hist::add(&mut (*series).rtt, srtt_ns(srtt_x8)) };
     }
 }
 
@@ -279,8 +347,11 @@ fn add_to<C: aya_ebpf::EbpfContext>(
     field: impl FnOnce(&mut TcpSeries) -> &mut u64,
     n: u64,
 ) {
-    // SAFETY: a plain read of a u64 in a live hash map value.
-    let Some(cgroup) = (unsafe { TCP_SOCKETS.get(sk) }).map(|s| s.cgroup) else {
+    let Some(state) = TCP_SOCKETS.get_ptr_mut(sk) else {
+        return;
+    };
+    // SAFETY: `state` points into a live hash map value.
+    let Some(cgroup) = (unsafe { cgroup_of(state, sk) }) else {
         return;
     };
     if let Some(series) = series(ctx, cgroup) {

@@ -1,0 +1,164 @@
+//! The TCP part of `cargo xtask bench`: what the agent costs network-bound
+//! loads on loopback, where nothing but the CPU limits them, so every
+//! per-packet cost shows.
+//!
+//! - `iperf3` streams for a fixed time: throughput, few large packets.
+//! - `wrk` sends small HTTP requests over 16 keep-alive connections to a
+//!   minimal server in this process: requests per second, one small packet
+//!   each way per request, and an RTT update per ACK.
+//!
+//! Arms and report as in [`crate::bench_arms`]: without the agent, with the
+//! TCP probes alone, and with the whole agent.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    bench::{BenchArgs, Started, scraped_sum},
+    bench_arms::{self, Arm, Load},
+};
+
+const ARMS: [Arm; 3] = [
+    ("no-tracing", None),
+    ("tcp probes", Some(&["--probes", "tcp"])),
+    ("whole agent", Some(&[])),
+];
+
+/// Loopback ports of the loads' servers, beside the agent's.
+const IPERF_PORT: u16 = 19751;
+
+pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let _iperf = start_iperf_server()?;
+    let http = TcpListener::bind("127.0.0.1:0").context("binding the HTTP server")?;
+    let http_port = http.local_addr().context("the HTTP server's port")?.port();
+    thread::spawn(move || serve_http(http));
+
+    let secs = args.measurement_secs;
+    let mut loads = vec![
+        Load {
+            name: "iperf3 stream",
+            measure: Box::new(move || iperf3(secs)),
+        },
+        Load {
+            name: "wrk requests",
+            measure: Box::new(move || wrk(http_port, secs)),
+        },
+    ];
+    println!(
+        "tcp loads: iperf3 -c 127.0.0.1 (bits/s) and wrk -t2 -c16 on a keep-alive HTTP server (requests/s), {secs} s per run"
+    );
+    bench_arms::compare(
+        "tcp",
+        "throughput",
+        agent,
+        args,
+        &ARMS,
+        &mut loads,
+        |port| {
+            if scraped_sum(port, "stallwatch_network_packets_total")? == 0 {
+                bail!("the agent counted no packets during the benchmark");
+            }
+            Ok(())
+        },
+    )?;
+    println!();
+    Ok(())
+}
+
+fn start_iperf_server() -> anyhow::Result<Started> {
+    let child = Command::new("iperf3")
+        .args(["-s", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting iperf3 -s (cargo xtask setup installs it)")?;
+    let started = Started::new(child, libc::SIGTERM);
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", IPERF_PORT)).is_ok() {
+            return Ok(started);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("iperf3 -s did not listen on 127.0.0.1:{IPERF_PORT} within 5 s")
+}
+
+/// One iperf3 stream for `secs` seconds: the bits per second received.
+fn iperf3(secs: u32) -> anyhow::Result<f64> {
+    let output = Command::new("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &IPERF_PORT.to_string(), "-J"])
+        .args(["-t", &secs.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running iperf3 -c")?;
+    if !output.status.success() {
+        bail!("iperf3 -c failed: {}", output.status);
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("parsing iperf3's JSON output")?;
+    json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3's output has no end.sum_received.bits_per_second")
+}
+
+/// wrk on the HTTP server for `secs` seconds: requests per second.
+fn wrk(port: u16, secs: u32) -> anyhow::Result<f64> {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running wrk (cargo xtask setup installs it)")?;
+    if !output.status.success() {
+        bail!("wrk failed: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    if let Some(errors) = text.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("wrk got errors: {errors}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))
+}
+
+/// A minimal HTTP/1.1 keep-alive server: a thread per connection, the same
+/// short response to every request.
+fn serve_http(listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || answer(stream));
+    }
+}
+
+fn answer(mut stream: TcpStream) {
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+    let mut buf = [0u8; 4096];
+    let mut filled = 0;
+    loop {
+        let Ok(n) = stream.read(&mut buf[filled..]) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        filled += n;
+        // Answer each complete request head (wrk sends no bodies).
+        while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            if stream.write_all(RESPONSE).is_err() {
+                return;
+            }
+            buf.copy_within(end + 4..filled, 0);
+            filled -= end + 4;
+        }
+        if filled == buf.len() {
+            // A request head larger than the buffer: not wrk's.
+            return;
+        }
+    }
+}
