@@ -40,14 +40,18 @@ fn server_in(cgroup: &TestCgroup, ip: &str, port_file: &Path) -> (Workload, u16)
         cgroup,
         &format!("serve '{}' '{}'", socket(ip, 0), port_file.display()),
     );
+    (server, wait_for_port(port_file))
+}
+
+/// The port a `tcp-peer serve` wrote to `port_file`, once it listens.
+fn wait_for_port(port_file: &Path) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(text) = std::fs::read_to_string(port_file) {
-            let port = text
+            return text
                 .trim()
                 .parse()
                 .unwrap_or_else(|e| panic!("port file {}: {e}", port_file.display()));
-            return (server, port);
         }
         assert!(
             Instant::now() < deadline,
@@ -250,5 +254,173 @@ fn a_refused_connect_is_a_failure_and_a_received_reset() {
         count(&scrape, CONNECT, &client_cgroup),
         0,
         "no connect was established, so there is no latency"
+    );
+}
+
+/// Two network namespaces joined by a veth pair, `10.231.0.1` (server side)
+/// and `10.231.0.2` (client side); both deleted when dropped, which
+/// removes the pair.
+struct NetnsPair {
+    server: String,
+    client: String,
+}
+
+impl NetnsPair {
+    const SERVER_IP: &'static str = "10.231.0.1";
+    const CLIENT_IP: &'static str = "10.231.0.2";
+    const CLIENT_DEV: &'static str = "swclient";
+
+    fn create() -> Self {
+        let pid = std::process::id();
+        let pair = Self {
+            server: format!("stallwatch-test-{pid}-srv"),
+            client: format!("stallwatch-test-{pid}-cli"),
+        };
+        for ns in [&pair.server, &pair.client] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "-n",
+            &pair.server,
+            "link",
+            "add",
+            "swserver",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::CLIENT_DEV,
+            "netns",
+            &pair.client,
+        ]);
+        for (ns, dev, addr) in [
+            (&pair.server, "swserver", Self::SERVER_IP),
+            (&pair.client, Self::CLIENT_DEV, Self::CLIENT_IP),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        pair
+    }
+
+    /// Limits what the client side sends to `rate` with a token bucket:
+    /// its packets queue, and its connections' RTT grows.
+    fn slow_client_side(&self, rate: &str) {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.client,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                Self::CLIENT_DEV,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                "2kb",
+                "latency",
+                "200ms",
+            ],
+        );
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.server, &self.client] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+/// Mean of a cgroup's RTT samples, in seconds.
+fn mean_rtt(scrape: &Scrape, cgroup: &TestCgroup) -> f64 {
+    let rtt = scrape
+        .histogram_where(RTT, &[("cgroup", cgroup.label.as_str())])
+        .filter(|h| h.count > 0)
+        .unwrap_or_else(|| panic!("no RTT samples for {}:\n{}", cgroup.label, scrape.text));
+    rtt.sum / rtt.count as f64
+}
+
+#[test]
+fn rtt_grows_when_the_link_is_slowed() {
+    if !privileged("RTT over a shaped veth link") {
+        return;
+    }
+    // Sample every RTT update (at most one per ms), so the samples taken
+    // while data queues are in, not just the handshake's.
+    let agent = Agent::start(&[
+        "--probes",
+        "tcp",
+        "--tcp-rtt-interval",
+        "1ms",
+        "--cgroup-rescan-interval",
+        "1s",
+    ]);
+    let link = NetnsPair::create();
+    let server_cgroup = TestCgroup::create("tcp-shaped-server");
+    let port_file = PortFile::new("tcp-shaped-server");
+    let _server = Workload::in_cgroups(
+        &[server_cgroup.path.join("cgroup.procs")],
+        &format!(
+            "exec ip netns exec {} '{}' serve '{}' '{}'",
+            link.server,
+            tcp_peer().display(),
+            socket(NetnsPair::SERVER_IP, 0),
+            port_file.0.display()
+        ),
+    );
+    let port = wait_for_port(&port_file.0);
+    let client = |name: &str| {
+        let cgroup = TestCgroup::create(name);
+        let mut peer = Workload::in_cgroups(
+            &[cgroup.path.join("cgroup.procs")],
+            &format!(
+                "exec ip netns exec {} '{}' connect '{}' 5 16384",
+                link.client,
+                tcp_peer().display(),
+                socket(NetnsPair::SERVER_IP, port)
+            ),
+        );
+        peer.wait(Duration::from_secs(60));
+        cgroup
+    };
+
+    let fast = client("tcp-fast-client");
+    link.slow_client_side("2mbit");
+    let slow = client("tcp-slow-client");
+
+    let scrape = agent.scrape_until(Duration::from_secs(10), |s| {
+        count(s, RTT, &fast) > 0 && count(s, RTT, &slow) > 0
+    });
+    let (fast_rtt, slow_rtt) = (mean_rtt(&scrape, &fast), mean_rtt(&scrape, &slow));
+    eprintln!(
+        "mean RTT: {:.0} µs on the veth link, {:.0} µs with the client side at 2 Mbit/s",
+        fast_rtt * 1e6,
+        slow_rtt * 1e6
+    );
+    assert!(
+        slow_rtt > 1e-3 && slow_rtt > 5.0 * fast_rtt,
+        "the RTT did not follow the slowed link: {fast_rtt} s before, {slow_rtt} s after"
     );
 }

@@ -11,14 +11,14 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench::{BenchArgs, scraped_sum, start_agent},
+    bench::{BenchArgs, scraped_sum},
     bench_arms::{self, Arm, Load},
 };
 
@@ -48,6 +48,7 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
             let file = &file;
             Load {
                 name,
+                unit: "IOPS",
                 measure: Box::new(move || fio(file, engine, depth, args.measurement_secs)),
             }
         })
@@ -56,7 +57,7 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         "disk load: fio 4 KiB O_DIRECT random reads, {} s per run",
         args.measurement_secs
     );
-    bench_arms::compare("disk", "IOPS", agent, args, &ARMS, &mut loads, |port| {
+    bench_arms::compare("disk", agent, args, &ARMS, &mut loads, |port| {
         if disk_requests(port)? == 0 {
             bail!("the agent counted no disk requests during the benchmark");
         }
@@ -71,17 +72,13 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
 /// `kernel.bpf_stats_enabled`: a steadier figure than an IOPS ratio on a
 /// noisy machine. Measured in a separate run, since counting costs a little.
 fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()> {
-    const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-    let before = fs::read_to_string(STATS).with_context(|| format!("reading {STATS}"))?;
-    let started = start_agent(agent, args.port, "auto", &["--probes", "disk"])?;
-    fs::write(STATS, "1").with_context(|| format!("writing {STATS}"))?;
-    let iops = fio(file, "psync", 1, args.measurement_secs);
-    let programs = program_stats(started.child.id());
-    let _ = fs::write(STATS, before.trim());
+    let (iops, programs, started) =
+        bench_arms::with_bpf_stats(agent, args, &["--probes", "disk"], || {
+            fio(file, "psync", 1, args.measurement_secs)
+        })?;
     let requests = disk_requests(args.port)?;
     drop(started);
-    let (iops, programs) = (iops?, programs?);
-    let run_ns: u64 = programs.iter().map(|(_, ns)| ns).sum();
+    let run_ns: u64 = programs.iter().map(|p| p.run_ns).sum();
     if requests == 0 || programs.is_empty() {
         bail!("the agent's disk probes did not run during the measurement");
     }
@@ -94,27 +91,6 @@ fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()>
         1e6 / iops
     );
     Ok(())
-}
-
-/// (run count, run time in ns) of every BPF program `pid` holds that ran.
-fn program_stats(pid: u32) -> anyhow::Result<Vec<(u64, u64)>> {
-    let dir = PathBuf::from(format!("/proc/{pid}/fdinfo"));
-    let mut programs = Vec::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let Ok(text) = fs::read_to_string(entry?.path()) else {
-            continue;
-        };
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if let (Some(count), Some(ns)) = (field("run_cnt:"), field("run_time_ns:"))
-            && count > 0
-        {
-            programs.push((count, ns));
-        }
-    }
-    Ok(programs)
 }
 
 /// Runs fio for `secs` seconds and returns its read IOPS.

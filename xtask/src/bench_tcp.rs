@@ -44,49 +44,93 @@ pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     let mut loads = vec![
         Load {
             name: "iperf3 stream",
+            unit: "bit/s",
             measure: Box::new(move || iperf3(secs)),
         },
         Load {
             name: "wrk requests",
+            unit: "requests/s",
             measure: Box::new(move || wrk(http_port, secs)),
         },
     ];
     println!(
         "tcp loads: iperf3 -c 127.0.0.1 (bits/s) and wrk -t2 -c16 on a keep-alive HTTP server (requests/s), {secs} s per run"
     );
-    bench_arms::compare(
-        "tcp",
-        "throughput",
-        agent,
-        args,
-        &ARMS,
-        &mut loads,
-        |port| {
-            if scraped_sum(port, "stallwatch_network_packets_total")? == 0 {
-                bail!("the agent counted no packets during the benchmark");
-            }
-            Ok(())
-        },
-    )?;
+    bench_arms::compare("tcp", agent, args, &ARMS, &mut loads, |port| {
+        if scraped_sum(port, "stallwatch_network_packets_total")? == 0 {
+            bail!("the agent counted no packets during the benchmark");
+        }
+        Ok(())
+    })?;
+    probe_time(agent, args)?;
     println!();
+    Ok(())
+}
+
+/// The TCP probes' own run time, as the kernel counts it, over one iperf3
+/// run: per packet for the `cgroup_skb` programs (each packet runs egress
+/// on the sender and ingress on the receiver) and per callback for
+/// `sock_ops`, and as a share of the time the load ran.
+fn probe_time(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    const CGROUP_SKB: u32 = 8;
+    const SOCK_OPS: u32 = 13;
+    let secs = args.measurement_secs;
+    let (bits, programs, started) =
+        bench_arms::with_bpf_stats(agent, args, &["--probes", "tcp"], || iperf3(secs))?;
+    drop(started);
+    let of_type = |t: u32| {
+        programs
+            .iter()
+            .filter(|p| p.prog_type == t)
+            .fold((0u64, 0u64), |(runs, ns), p| (runs + p.runs, ns + p.run_ns))
+    };
+    let (skb_runs, skb_ns) = of_type(CGROUP_SKB);
+    let (ops_runs, ops_ns) = of_type(SOCK_OPS);
+    if skb_runs == 0 || ops_runs == 0 {
+        bail!("the agent's TCP probes did not run during the measurement");
+    }
+    let total_ns: u64 = programs.iter().map(|p| p.run_ns).sum();
+    println!(
+        "tcp probes' run time (kernel.bpf_stats_enabled), iperf3 at {:.1} Gbit/s: cgroup_skb {:.0} ns per packet \
+         ({skb_runs} runs), sock_ops {:.0} ns per callback ({ops_runs} runs); all programs {:.1} ms per second of load",
+        bits / 1e9,
+        skb_ns as f64 / skb_runs as f64,
+        ops_ns as f64 / ops_runs as f64,
+        total_ns as f64 / 1e6 / f64::from(secs),
+    );
     Ok(())
 }
 
 fn start_iperf_server() -> anyhow::Result<Started> {
     let child = Command::new("iperf3")
         .args(["-s", "-B", "127.0.0.1", "-p", &IPERF_PORT.to_string()])
+        // It reports each test's end as an error on stderr; the client
+        // reports what matters.
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s (cargo xtask setup installs it)")?;
     let started = Started::new(child, libc::SIGTERM);
     for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", IPERF_PORT)).is_ok() {
+        if listening(IPERF_PORT) {
             return Ok(started);
         }
         thread::sleep(Duration::from_millis(50));
     }
     bail!("iperf3 -s did not listen on 127.0.0.1:{IPERF_PORT} within 5 s")
+}
+
+/// Whether a socket listens on 127.0.0.1:`port`, from `/proc/net/tcp`
+/// (connecting to find out would count as a test run to iperf3).
+fn listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            fields.next() == Some(local.as_str()) && fields.nth(1) == Some(LISTEN)
+        })
+    })
 }
 
 /// One iperf3 stream for `secs` seconds: the bits per second received.

@@ -21,6 +21,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("fio", "the disk I/O load in the benchmark"),
     ("iperf3", "the TCP stream load in the benchmark"),
     ("wrk", "the TCP request load in the benchmark"),
+    ("iproute2", "ip netns and tc, for the shaped-link TCP test"),
     ("busybox-static", "the VM tests' guest userland"),
     (
         "qemu-system-data",

@@ -49,6 +49,10 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
     ),
     ("exposition_passes_promtool", "needs promtool"),
     ("device_totals_agree_with_bpftrace", "needs bpftrace"),
+    (
+        "rtt_grows_when_the_link_is_slowed",
+        "needs iproute2's ip netns and tc (busybox has neither)",
+    ),
 ];
 
 /// Size of the guest's scratch disk.
