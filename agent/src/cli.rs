@@ -149,9 +149,14 @@ mod tests {
         assert_eq!(args.listen.to_string(), "0.0.0.0:9740");
         assert_eq!(
             args.probes,
-            vec![Signal::Runqueue, Signal::Reclaim, Signal::Disk]
+            vec![Signal::Runqueue, Signal::Reclaim, Signal::Disk, Signal::Tcp]
         );
         assert_eq!(args.max_tasks, DEFAULT_MAX_TASKS);
+        assert_eq!(args.max_tcp_sockets, DEFAULT_MAX_SOCKETS);
+        assert_eq!(
+            args.tcp_rtt_interval,
+            Duration::from_millis(DEFAULT_RTT_INTERVAL_MS)
+        );
     }
 
     #[test]
