@@ -36,11 +36,13 @@ pub fn compare(
     loads: &mut [Load<'_>],
     check: impl Fn(u16) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // [load][arm] → the arm's throughput / the same round's first arm's.
-    let mut ratios: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); arms.len()]; loads.len()];
+    // [load][arm] → (throughput, throughput per busy CPU-second) of the arm
+    // over the same round's first arm's.
+    let mut ratios: Vec<Vec<[Vec<f64>; 2]>> =
+        vec![vec![[Vec::new(), Vec::new()]; arms.len()]; loads.len()];
     for round in 0..args.rounds as usize {
         for (l, load) in loads.iter_mut().enumerate() {
-            let mut measured = vec![0.0; arms.len()];
+            let mut measured = vec![[0.0; 2]; arms.len()];
             let mut order: Vec<usize> = (0..arms.len()).collect();
             order.rotate_left((round + l) % arms.len());
             for arm in order {
@@ -49,21 +51,25 @@ pub fn compare(
                     Some(flags) => Some(start_agent(agent, args.port, "auto", flags)?),
                     None => None,
                 };
+                let busy_before = busy_cpu_seconds()?;
                 let value = (load.measure)()?;
+                let busy = busy_cpu_seconds()? - busy_before;
                 if started.is_some() {
                     check(args.port)?;
                 }
                 drop(started);
                 println!(
-                    "xtask bench: {part} round {} {:<14} {arm_name:>14}: {value:.0} {}",
+                    "xtask bench: {part} round {} {:<14} {arm_name:>14}: {value:.0} {}, {busy:.2} CPU-s busy",
                     round + 1,
                     load.name,
                     load.unit,
                 );
-                measured[arm] = value;
+                measured[arm] = [value, value / busy.max(1e-3)];
             }
             for arm in 1..arms.len() {
-                ratios[l][arm].push(measured[arm] / measured[0]);
+                for k in 0..2 {
+                    ratios[l][arm][k].push(measured[arm][k] / measured[0][k]);
+                }
             }
         }
     }
@@ -73,18 +79,49 @@ pub fn compare(
     println!();
     for (l, load) in loads.iter().enumerate() {
         for (arm, (arm_name, _)) in arms.iter().enumerate().skip(1) {
-            let rounds: Vec<String> = ratios[l][arm].iter().map(|r| format!("{r:.3}")).collect();
-            let m = median(&mut ratios[l][arm]);
-            println!(
-                "{} {arm_name} / without, {}: median {m:.3} ({:+.1} %); rounds: {}",
-                load.unit,
-                load.name,
-                (m - 1.0) * 100.0,
-                rounds.join(" ")
-            );
+            for (k, what) in ["", " per busy CPU-second"].iter().enumerate() {
+                let series = &mut ratios[l][arm][k];
+                let rounds: Vec<String> = series.iter().map(|r| format!("{r:.3}")).collect();
+                let m = median(series);
+                println!(
+                    "{}{what} {arm_name} / without, {}: median {m:.3} ({:+.1} %); rounds: {}",
+                    load.unit,
+                    load.name,
+                    (m - 1.0) * 100.0,
+                    rounds.join(" ")
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// CPU time the machine has spent busy (user, nice, system, irq, softirq),
+/// in seconds, from `/proc/stat`: not idle, not waiting for I/O, and not
+/// stolen by the hypervisor for its other guests, so work per busy
+/// CPU-second measures a load's own cost even while neighbours slow it.
+fn busy_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    busy_seconds_of(&stat).context("/proc/stat has no `cpu` line")
+}
+
+fn busy_seconds_of(stat: &str) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_second = if ticks_per_second > 0 {
+        ticks_per_second as f64
+    } else {
+        100.0
+    };
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    Some(busy as f64 / ticks_per_second)
 }
 
 /// What the kernel counted for one BPF program with `kernel.bpf_stats_enabled`.
@@ -142,4 +179,19 @@ fn program_stats(pid: u32) -> anyhow::Result<Vec<ProgramStats>> {
         }
     }
     Ok(programs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_time_leaves_out_idle_iowait_and_steal() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 10 50 9000 300 5 35 7000 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert_eq!(busy_seconds_of(stat), Some(200.0 / hz));
+        assert_eq!(busy_seconds_of("intr 1 2 3\n"), None);
+    }
 }
