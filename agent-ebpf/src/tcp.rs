@@ -39,6 +39,7 @@ pub const CB_FLAGS: i32 = 2 | 4 | 8;
 /// TCP states (`include/net/tcp_states.h`), as in `BPF_SOCK_OPS_STATE_CB`.
 pub const TCP_SYN_SENT: u32 = 2;
 pub const TCP_CLOSE: u32 = 7;
+pub const TCP_LISTEN: u32 = 10;
 
 /// What the probes keep per cgroup about its TCP sockets.
 #[repr(C)]
@@ -107,7 +108,14 @@ pub struct PacketSlot {
     pub connecting: u64,
     /// The local port of the packet's socket.
     pub local_port: u32,
-    pub _pad: u32,
+    /// 1 if the packet was delivered to a listening socket.
+    pub at_listener: u32,
+    /// The packet's kernel address, length and flow hash: with
+    /// `at_listener`, how a packet handed to two sockets one after the
+    /// other is recognised.
+    pub skb: u64,
+    pub len: u32,
+    pub hash: u32,
 }
 
 /// The smoothed RTT in nanoseconds from the kernel's `srtt_us` (the second

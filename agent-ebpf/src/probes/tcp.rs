@@ -49,7 +49,7 @@ use agent_ebpf::{
     tcp::{
         CB_FLAGS, DEFAULT_MAX_SOCKETS, DEFAULT_RTT_INTERVAL_MS, OP_ACTIVE_ESTABLISHED,
         OP_PASSIVE_ESTABLISHED, OP_RETRANS, OP_RTT, OP_STATE, OP_TCP_CONNECT, PacketSlot,
-        SocketState, TCP_CLOSE, TCP_SYN_SENT, TcpSeries, Traffic, packets, srtt_ns,
+        SocketState, TCP_CLOSE, TCP_LISTEN, TCP_SYN_SENT, TcpSeries, Traffic, packets, srtt_ns,
     },
 };
 use aya_ebpf::{
@@ -107,18 +107,40 @@ fn on_packet(ctx: &SkBuffContext, ingress: bool) {
     let skb = ctx.skb.skb;
     // SAFETY: `skb` is the kernel's context pointer; the helper takes it.
     let cgroup = unsafe { bpf_skb_cgroup_id(skb) };
-    count(ctx, skb, cgroup, ingress);
     let Some(slot) = TCP_PACKET_SLOT.get_ptr_mut(0) else {
+        count(ctx, skb, cgroup, ingress);
         return;
     };
     // SAFETY: `skb` is the context, whose `sk` the kernel sets for these
-    // programs; `slot` is this CPU's array value, which only programs on
-    // this CPU touch, one at a time.
+    // programs (checked for null before it is read through); `slot` is this
+    // CPU's array value. A softirq may interrupt an egress program here and
+    // overwrite the slot: the worst outcome is a socket whose cgroup is
+    // learnt from a later packet.
     unsafe {
-        let sk = (*skb).__bindgen_anon_2.sk as u64;
+        let sk_ptr = (*skb).__bindgen_anon_2.sk;
+        let sk = sk_ptr as u64;
+        let (address, len, hash) = (skb as u64, (*skb).len, (*skb).hash);
+        let at_listener = ingress && !sk_ptr.is_null() && (*sk_ptr).state == TCP_LISTEN;
+        // When a handshake's last ACK races data on two CPUs, TCP hands the
+        // data first to the listener, then (the accepted socket having
+        // appeared) to that socket, and each runs this program: the same
+        // packet, right after itself on this CPU. Counted once.
+        let again = ingress
+            && (*slot).at_listener != 0
+            && (*slot).skb == address
+            && (*slot).len == len
+            && (*slot).hash == hash
+            && (*slot).sk != sk;
+        if !again {
+            count(ctx, skb, cgroup, ingress);
+        }
         (*slot).cgroup = cgroup;
         (*slot).sk = sk;
         (*slot).local_port = (*skb).local_port;
+        (*slot).skb = address;
+        (*slot).len = len;
+        (*slot).hash = hash;
+        (*slot).at_listener = u32::from(at_listener);
         if !ingress && sk != 0 && (*slot).connecting == sk {
             // The SYN of the socket whose connect() began on this CPU.
             (*slot).connecting = 0;
