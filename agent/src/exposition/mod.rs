@@ -4,13 +4,12 @@
 //! that do not ask for OpenMetrics get the Prometheus text format 0.0.4,
 //! converted line by line ([`openmetrics_to_prometheus`]).
 
+mod disk;
+mod tcp;
+
 use std::sync::{Mutex, PoisonError};
 
-use agent_ebpf::{
-    disk::DiskSeries,
-    histogram::{Histogram, SLOTS, upper_bound_ns},
-    tcp::{DIRECTION_RX, DIRECTION_TX, TcpSeries, Traffic},
-};
+use agent_ebpf::histogram::{Histogram, SLOTS, upper_bound_ns};
 use prometheus_client::{
     collector::Collector as PromCollector,
     encoding::{DescriptorEncoder, EncodeMetric as _, MetricEncoder, NoLabelSet},
@@ -101,8 +100,8 @@ fn encode_view(
         encode_kernel_histogram(&mut metric, &With(labels, [("kind", kind)]), hist, bounds)?;
     }
 
-    encode_disk(view, bounds, encoder)?;
-    encode_tcp(view, bounds, encoder)?;
+    disk::encode(view, bounds, encoder)?;
+    tcp::encode(view, bounds, encoder)?;
 
     let mut metric = encoder.encode_descriptor(
         "stallwatch_probe_up",
@@ -162,92 +161,9 @@ fn encode_view(
     Ok(())
 }
 
-/// The eBPF disk I/O series, per container, device and op.
-fn encode_disk(
-    view: &View<'_>,
-    bounds: &[(f64, u64); SLOTS],
-    encoder: &mut DescriptorEncoder<'_>,
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(
-        "stallwatch_disk_io_latency",
-        "Time the cgroup's block requests took on the device, from issue to the driver (block_rq_issue) to completion (block_rq_complete). Writeback by kernel threads counts for cgroup \"/\".",
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
-    )?;
-    for (labels, device, op, series) in view.disk_series() {
-        let set = With(labels, [("device", device), ("op", op)]);
-        encode_kernel_histogram(&mut metric, &set, &series.latency, bounds)?;
-    }
-
-    let mut metric = encoder.encode_descriptor(
-        "stallwatch_disk_io_queue",
-        "Time the cgroup's block requests waited in the block layer (I/O scheduler) before issue, block_rq_insert to block_rq_issue; requests issued directly have no sample.",
-        Some(&Unit::Seconds),
-        MetricType::Histogram,
-    )?;
-    for (labels, device, op, hist) in view.disk_queue() {
-        let set = With(labels, [("device", device), ("op", op)]);
-        encode_kernel_histogram(&mut metric, &set, hist, bounds)?;
-    }
-
-    type Counter = (
-        &'static str,
-        &'static str,
-        Option<Unit>,
-        fn(&DiskSeries) -> u64,
-    );
-    let counters: [Counter; 3] = [
-        (
-            "stallwatch_disk_io_requests",
-            "Block requests of the cgroup completed by the device (block_rq_complete).",
-            None,
-            |s| s.requests,
-        ),
-        (
-            "stallwatch_disk_io",
-            "Bytes of the cgroup's completed block requests.",
-            Some(Unit::Bytes),
-            |s| s.bytes,
-        ),
-        (
-            "stallwatch_disk_io_errors",
-            "Block requests of the cgroup that completed with an error.",
-            None,
-            |s| s.errors,
-        ),
-    ];
-    for (name, help, unit, value) in counters {
-        let mut metric =
-            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
-        for (labels, device, op, series) in view.disk_series() {
-            let set = With(labels, [("device", device), ("op", op)]);
-            encode_value(
-                &mut metric.encode_family(&set)?,
-                MetricType::Counter,
-                Num::Int(value(series)),
-            )?;
-        }
-    }
-
-    let mut metric = encoder.encode_descriptor(
-        "stallwatch_disk_io_unmatched",
-        "Block requests completed whose start was not seen (in flight when the agent started, or the in-flight map was full): counted, never given a latency. With stallwatch_disk_io_requests_total they add up to the device's completions.",
-        None,
-        MetricType::Counter,
-    )?;
-    for (device, op, requests) in view.disk_unmatched() {
-        encode_value(
-            &mut metric.encode_family(&[("device", device), ("op", op)])?,
-            MetricType::Counter,
-            Num::Int(requests),
-        )?;
-    }
-    Ok(())
-}
-
 /// A sample value: counts and sizes are exported as integers.
 #[derive(Clone, Copy)]
-enum Num {
+pub(super) enum Num {
     Int(u64),
     Float(f64),
 }
@@ -259,112 +175,6 @@ struct FileFamily {
     unit: Option<Unit>,
     kind: MetricType,
     value: fn(&CgroupStats) -> Option<Num>,
-}
-
-fn encode_tcp(
-    view: &View<'_>,
-    bounds: &[(f64, u64); SLOTS],
-    encoder: &mut DescriptorEncoder<'_>,
-) -> Result<(), std::fmt::Error> {
-    type Hist = (&'static str, &'static str, fn(&TcpSeries) -> &Histogram);
-    let histograms: [Hist; 2] = [
-        (
-            "stallwatch_tcp_connect_latency",
-            "Time the cgroup's TCP connects took, from connect() sending the SYN to ESTABLISHED (IPv4 and IPv6).",
-            |s| &s.connect,
-        ),
-        (
-            "stallwatch_tcp_rtt",
-            "Smoothed RTT of the cgroup's TCP connections (client and server side), as the kernel estimates it: each connection's first estimate, then at most one per --tcp-rtt-interval.",
-            |s| &s.rtt,
-        ),
-    ];
-    for (name, help, hist) in histograms {
-        let mut metric =
-            encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
-        for (labels, series) in view.tcp() {
-            encode_kernel_histogram(&mut metric, labels, hist(series), bounds)?;
-        }
-    }
-
-    type Counter = (&'static str, &'static str, fn(&TcpSeries) -> u64);
-    let counters: [Counter; 2] = [
-        (
-            "stallwatch_tcp_connect_failures",
-            "TCP connects of the cgroup that never reached ESTABLISHED (SYN_SENT to CLOSE): refused by a reset, timed out, or abandoned.",
-            |s| s.connect_failures,
-        ),
-        (
-            "stallwatch_tcp_retransmits",
-            "TCP segments the cgroup's connections retransmitted.",
-            |s| s.retransmits,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, series) in view.tcp() {
-            encode_value(
-                &mut metric.encode_family(labels)?,
-                MetricType::Counter,
-                Num::Int(value(series)),
-            )?;
-        }
-    }
-
-    let mut metric = encoder.encode_descriptor(
-        "stallwatch_tcp_resets",
-        "TCP resets the cgroup's connections sent or received (direction=\"sent\"|\"received\"). A refused connect receives one, and also counts in stallwatch_tcp_connect_failures_total.",
-        None,
-        MetricType::Counter,
-    )?;
-    for (labels, series) in view.tcp() {
-        for (direction, value) in [
-            ("sent", series.resets_sent),
-            ("received", series.resets_received),
-        ] {
-            encode_value(
-                &mut metric.encode_family(&With(labels, [("direction", direction)]))?,
-                MetricType::Counter,
-                Num::Int(value),
-            )?;
-        }
-    }
-
-    /// (name, help, unit, [tx, rx]).
-    type TrafficCounter = (
-        &'static str,
-        &'static str,
-        Option<Unit>,
-        [fn(&Traffic) -> u64; 2],
-    );
-    let traffic: [TrafficCounter; 2] = [
-        (
-            "stallwatch_network",
-            "IP traffic of the cgroup's sockets, in bytes at the IP layer including headers (direction=\"tx\"|\"rx\"). Counted per socket, so hostNetwork pods are told apart.",
-            Some(Unit::Bytes),
-            [|t| t.tx_bytes, |t| t.rx_bytes],
-        ),
-        (
-            "stallwatch_network_packets",
-            "IP packets of the cgroup's sockets (direction=\"tx\"|\"rx\"), each segment of an offloaded (GSO) packet counted.",
-            None,
-            [|t| t.tx_packets, |t| t.rx_packets],
-        ),
-    ];
-    for (name, help, unit, [tx, rx]) in traffic {
-        let mut metric =
-            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
-        for (labels, counts) in view.traffic() {
-            for (direction, value) in [(DIRECTION_TX, tx(counts)), (DIRECTION_RX, rx(counts))] {
-                encode_value(
-                    &mut metric.encode_family(&With(labels, [("direction", direction)]))?,
-                    MetricType::Counter,
-                    Num::Int(value),
-                )?;
-            }
-        }
-    }
-    Ok(())
 }
 
 const fn family(
@@ -536,7 +346,7 @@ const FILE_FAMILIES: [FileFamily; 20] = [
     ),
 ];
 
-fn encode_value(
+pub(super) fn encode_value(
     metric: &mut MetricEncoder<'_>,
     kind: MetricType,
     value: Num,
@@ -708,7 +518,7 @@ fn encode_file_stats(
 }
 
 /// Encodes one histogram as the kernel counted it, on the kernel's bounds.
-fn encode_kernel_histogram(
+pub(super) fn encode_kernel_histogram(
     metric: &mut MetricEncoder<'_>,
     labels: &impl prometheus_client::encoding::EncodeLabelSet,
     hist: &Histogram,
