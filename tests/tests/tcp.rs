@@ -304,9 +304,12 @@ impl NetnsPair {
         pair
     }
 
-    /// Limits what the client side sends to `rate` with a token bucket:
-    /// its packets queue, and its connections' RTT grows.
-    fn slow_client_side(&self, rate: &str) {
+    /// Limits what the client side sends to `rate` with a token bucket,
+    /// whose queue is bounded by `bound`: `["latency", "200ms"]` lets packets
+    /// queue (the RTT grows), `["limit", "6kb"]` drops what does not fit
+    /// (connections retransmit).
+    fn shape_client_side(&self, rate: &str, bound: [&str; 2]) {
+        let [bound, value] = bound;
         run(
             "ip",
             &[
@@ -324,10 +327,72 @@ impl NetnsPair {
                 rate,
                 "burst",
                 "2kb",
-                "latency",
-                "200ms",
+                bound,
+                value,
             ],
         );
+    }
+
+    /// `tcp-peer ARGS` in `cgroup` and in the server's or the client's
+    /// namespace.
+    fn peer(&self, server_side: bool, cgroup: &TestCgroup, args: &str) -> Workload {
+        let ns = if server_side {
+            &self.server
+        } else {
+            &self.client
+        };
+        Workload::in_cgroups(
+            &[cgroup.path.join("cgroup.procs")],
+            &format!("exec ip netns exec {ns} '{}' {args}", tcp_peer().display()),
+        )
+    }
+
+    /// A server in `cgroup` on the server side, and the port it listens on.
+    fn serve(&self, cgroup: &TestCgroup, port_file: &PortFile) -> (Workload, u16) {
+        let server = self.peer(
+            true,
+            cgroup,
+            &format!(
+                "serve '{}' '{}'",
+                socket(Self::SERVER_IP, 0),
+                port_file.0.display()
+            ),
+        );
+        (server, wait_for_port(&port_file.0))
+    }
+
+    /// A client in a new cgroup `name` on the client side, run to its end:
+    /// `n` connections to `port` of `bytes` each.
+    fn connect(&self, name: &str, port: u16, n: usize, bytes: usize) -> TestCgroup {
+        let cgroup = TestCgroup::create(name);
+        let mut client = self.peer(
+            false,
+            &cgroup,
+            &format!("connect '{}' {n} {bytes}", socket(Self::SERVER_IP, port)),
+        );
+        client.wait(Duration::from_secs(120));
+        cgroup
+    }
+
+    /// A counter of the client's network namespace, as the kernel keeps it
+    /// in `file` (`/proc/net/snmp`, `/proc/net/netstat`) under `table`.
+    fn client_counter(&self, file: &str, table: &str, name: &str) -> u64 {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.client, "cat", file])
+            .output()
+            .unwrap_or_else(|e| panic!("reading {file} in {}: {e}", self.client));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let prefix = format!("{table}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            panic!("no {table} table in {file}:\n{text}");
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {table} {name} in {file}:\n{text}"))
     }
 }
 
@@ -380,35 +445,11 @@ fn rtt_grows_when_the_link_is_slowed() {
     let link = NetnsPair::create();
     let server_cgroup = TestCgroup::create("tcp-shaped-server");
     let port_file = PortFile::new("tcp-shaped-server");
-    let _server = Workload::in_cgroups(
-        &[server_cgroup.path.join("cgroup.procs")],
-        &format!(
-            "exec ip netns exec {} '{}' serve '{}' '{}'",
-            link.server,
-            tcp_peer().display(),
-            socket(NetnsPair::SERVER_IP, 0),
-            port_file.0.display()
-        ),
-    );
-    let port = wait_for_port(&port_file.0);
-    let client = |name: &str| {
-        let cgroup = TestCgroup::create(name);
-        let mut peer = Workload::in_cgroups(
-            &[cgroup.path.join("cgroup.procs")],
-            &format!(
-                "exec ip netns exec {} '{}' connect '{}' 5 16384",
-                link.client,
-                tcp_peer().display(),
-                socket(NetnsPair::SERVER_IP, port)
-            ),
-        );
-        peer.wait(Duration::from_secs(60));
-        cgroup
-    };
+    let (_server, port) = link.serve(&server_cgroup, &port_file);
 
-    let fast = client("tcp-fast-client");
-    link.slow_client_side("2mbit");
-    let slow = client("tcp-slow-client");
+    let fast = link.connect("tcp-fast-client", port, 5, 16_384);
+    link.shape_client_side("2mbit", ["latency", "200ms"]);
+    let slow = link.connect("tcp-slow-client", port, 5, 16_384);
 
     let scrape = agent.scrape_until(Duration::from_secs(10), |s| {
         count(s, RTT, &fast) > 0 && count(s, RTT, &slow) > 0
@@ -422,5 +463,50 @@ fn rtt_grows_when_the_link_is_slowed() {
     assert!(
         slow_rtt > 1e-3 && slow_rtt > 5.0 * fast_rtt,
         "the RTT did not follow the slowed link: {fast_rtt} s before, {slow_rtt} s after"
+    );
+}
+
+#[test]
+fn retransmits_agree_with_the_kernel_s_own_count() {
+    if !privileged("TCP retransmits over a lossy veth link") {
+        return;
+    }
+    let agent = Agent::start(&["--probes", "tcp", "--cgroup-rescan-interval", "1s"]);
+    let link = NetnsPair::create();
+    let server_cgroup = TestCgroup::create("tcp-lossy-server");
+    let port_file = PortFile::new("tcp-lossy-server");
+    let (_server, port) = link.serve(&server_cgroup, &port_file);
+    link.shape_client_side("4mbit", ["limit", "6kb"]);
+    let retransmitted = || link.client_counter("/proc/net/snmp", "Tcp", "RetransSegs");
+    let before = retransmitted();
+    let client_cgroup = link.connect("tcp-lossy-client", port, 3, 131_072);
+    // Everything the client's namespace sent came from the client's
+    // sockets: the kernel's own count for the namespace is theirs.
+    let kernel = retransmitted() - before;
+    assert!(
+        kernel > 0,
+        "the shaped link lost nothing: the test did not test anything"
+    );
+
+    let of = [("cgroup", client_cgroup.label.as_str())];
+    let scrape = agent.scrape_until(Duration::from_secs(10), |s| {
+        s.value("stallwatch_tcp_retransmits_total", &of)
+            .is_some_and(|v| v >= kernel as f64)
+    });
+    let agent_count = scrape
+        .value("stallwatch_tcp_retransmits_total", &of)
+        .unwrap_or_else(|| panic!("no retransmits for the client:\n{}", scrape.text));
+    eprintln!("retransmitted segments: agent {agent_count}, kernel {kernel}");
+    assert_eq!(
+        agent_count, kernel as f64,
+        "retransmitted segments of the client: the agent's count, the kernel's RetransSegs"
+    );
+    assert_eq!(
+        scrape.value(
+            "stallwatch_tcp_retransmits_total",
+            &[("cgroup", server_cgroup.label.as_str())]
+        ),
+        Some(0.0),
+        "the server's side of the link loses nothing"
     );
 }

@@ -53,6 +53,10 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "rtt_grows_when_the_link_is_slowed",
         "needs iproute2's ip netns and tc (busybox has neither)",
     ),
+    (
+        "retransmits_agree_with_the_kernel_s_own_count",
+        "needs iproute2's ip netns and tc (busybox has neither)",
+    ),
 ];
 
 /// Size of the guest's scratch disk.

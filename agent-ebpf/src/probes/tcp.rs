@@ -211,8 +211,11 @@ pub fn tcp_sock_ops(ctx: SockOpsContext) -> u32 {
             }
             OP_ACTIVE_ESTABLISHED => established(&ctx, sk),
             OP_RTT => rtt(&ctx, sk),
-            // args: first sequence number, segments, error.
-            OP_RETRANS if ctx.arg(2) == 0 => {
+            // args: first sequence number, segments, error. Counted
+            // whatever the error, as the kernel's own RetransSegs does: it
+            // counts a retransmit before handing it to the device, so one
+            // the local qdisc drops (a positive error) still counts.
+            OP_RETRANS => {
                 add_to(&ctx, sk, |s| &mut s.retransmits, u64::from(ctx.arg(1)));
             }
             // args: old state, new state (called before the change).
