@@ -16,7 +16,7 @@ use agent_ebpf::map_full::{MAP_FULL, MAP_FULL_ENTRIES, MapId};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
-    programs::{RawTracePoint, TracePoint},
+    programs::{CgroupSkb, Program, ProgramError, RawTracePoint, SockOps, TracePoint},
 };
 
 use crate::tracefs::Tracefs;
@@ -111,18 +111,6 @@ fn is_permission_error(err: &aya::EbpfError) -> bool {
     text.contains("PermissionDenied")
         || text.contains("EPERM")
         || text.contains("Operation not permitted")
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    #[error("the eBPF object has no program {0}")]
-    MissingProgram(&'static str),
-    #[error("program {program}: {source}")]
-    Program {
-        program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
 }
 
 /// The loaded probes: the eBPF object (which owns the attachments: dropping
@@ -313,18 +301,62 @@ impl Probes {
     }
 }
 
+/// The program types the probes use, which load without arguments.
+pub(crate) trait Plain {
+    fn load_plain(&mut self) -> Result<(), ProgramError>;
+    fn unload_plain(&mut self) -> Result<(), ProgramError>;
+}
+
+macro_rules! plain {
+    ($($program:ty),+) => {
+        $(impl Plain for $program {
+            fn load_plain(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+            fn unload_plain(&mut self) -> Result<(), ProgramError> {
+                self.unload()
+            }
+        })+
+    };
+}
+plain!(RawTracePoint, TracePoint, CgroupSkb, SockOps);
+
+/// The object's program `name` as a `P`, loaded into the kernel (attach it
+/// next).
+pub(crate) fn loaded<'a, P: Plain>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("the eBPF object has no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("program {name}: {e}"))?;
+    prog.load_plain()
+        .map_err(|e| format!("program {name}: {}", error_chain(&e)))?;
+    Ok(prog)
+}
+
+/// Unloads (and so detaches) the programs `names` of type `P`, after a
+/// signal failed to attach them all.
+pub(crate) fn unload_all<'n, P: Plain>(ebpf: &mut Ebpf, names: impl IntoIterator<Item = &'n str>)
+where
+    for<'a> &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    for name in names {
+        let prog: Option<&mut P> = ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+        if let Some(prog) = prog {
+            let _ = prog.unload_plain();
+        }
+    }
+}
+
 /// Loads and attaches raw tracepoint programs, all or none: a partial
 /// attachment would count some events and not others (or twice, next to a
 /// fallback).
 pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Result<(), String> {
-    let attached = programs.iter().try_for_each(|(program, tracepoint)| {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
-            .try_into()
-            .map_err(|e| format!("program {program}: {e}"))?;
-        prog.load()
-            .map_err(|e| format!("program {program}: {}", error_chain(&e)))?;
+    let attached = programs.iter().try_for_each(|&(program, tracepoint)| {
+        let prog: &mut RawTracePoint = loaded(ebpf, program)?;
         prog.attach(tracepoint).map(|_| ()).map_err(|e| {
             format!(
                 "program {program} on raw tracepoint {tracepoint}: {}",
@@ -333,13 +365,7 @@ pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Resu
         })
     });
     if attached.is_err() {
-        for (program, _) in programs {
-            let prog: Option<&mut RawTracePoint> =
-                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                let _ = prog.unload();
-            }
-        }
+        unload_all::<RawTracePoint>(ebpf, programs.iter().map(|(program, _)| *program));
     }
     attached
 }
@@ -351,38 +377,19 @@ pub(crate) fn attach_tracepoints_all(
     programs: &[(&'static str, &str, &str)],
 ) -> Result<(), String> {
     let attached = programs.iter().try_for_each(|&(program, category, event)| {
-        attach_tracepoint(ebpf, program, category, event)
-            .map_err(|e| format!("tracepoint {category}/{event}: {}", error_chain(&e)))
+        let prog: &mut TracePoint =
+            loaded(ebpf, program).map_err(|e| format!("tracepoint {category}/{event}: {e}"))?;
+        prog.attach(category, event).map(|_| ()).map_err(|e| {
+            format!(
+                "tracepoint {category}/{event}: program {program}: {}",
+                error_chain(&e)
+            )
+        })
     });
     if attached.is_err() {
-        for (program, _, _) in programs {
-            let prog: Option<&mut TracePoint> =
-                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                let _ = prog.unload();
-            }
-        }
+        unload_all::<TracePoint>(ebpf, programs.iter().map(|(program, _, _)| *program));
     }
     attached
-}
-
-/// Loads and attaches one tracepoint program.
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    category: &str,
-    event: &str,
-) -> Result<(), AttachError> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or(AttachError::MissingProgram(program))?
-        .try_into()
-        .map_err(|source| AttachError::Program { program, source })?;
-    prog.load()
-        .map_err(|source| AttachError::Program { program, source })?;
-    prog.attach(category, event)
-        .map_err(|source| AttachError::Program { program, source })?;
-    Ok(())
 }
 
 /// Appends every entry of a hash map to `out`; an entry deleted between

@@ -12,7 +12,7 @@ use agent_ebpf::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuHashMap},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SockOps},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SockOps},
 };
 
 use super::{LoadError, error_chain, take_map};
@@ -42,19 +42,8 @@ pub fn attach(ebpf: &mut Ebpf, cgroup2_root: &Path) -> Result<(), String> {
     let attached = attach_cgroup_programs(ebpf, cgroup2_root)
         .and_then(|()| super::attach_raw_all(ebpf, &RESET_PROGRAMS));
     if attached.is_err() {
-        for (program, _) in SKB_PROGRAMS {
-            let prog: Option<&mut CgroupSkb> =
-                ebpf.program_mut(program).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                let _ = prog.unload();
-            }
-        }
-        let prog: Option<&mut SockOps> = ebpf
-            .program_mut(SOCK_OPS_PROGRAM)
-            .and_then(|p| p.try_into().ok());
-        if let Some(prog) = prog {
-            let _ = prog.unload();
-        }
+        super::unload_all::<CgroupSkb>(ebpf, SKB_PROGRAMS.iter().map(|(program, _)| *program));
+        super::unload_all::<SockOps>(ebpf, [SOCK_OPS_PROGRAM]);
     }
     attached
 }
@@ -62,37 +51,21 @@ pub fn attach(ebpf: &mut Ebpf, cgroup2_root: &Path) -> Result<(), String> {
 fn attach_cgroup_programs(ebpf: &mut Ebpf, cgroup2_root: &Path) -> Result<(), String> {
     let root = File::open(cgroup2_root)
         .map_err(|e| format!("opening the cgroup2 root {}: {e}", cgroup2_root.display()))?;
-    for (program, attach_type) in SKB_PROGRAMS {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(program)
-            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
-            .try_into()
-            .map_err(|e| format!("program {program}: {e}"))?;
-        prog.load()
-            .map_err(|e| format!("program {program}: {}", error_chain(&e)))?;
-        prog.attach(&root, attach_type, CgroupAttachMode::Single)
-            .map_err(|e| {
-                format!(
-                    "program {program} on cgroup {}: {}",
-                    cgroup2_root.display(),
-                    error_chain(&e)
-                )
-            })?;
-    }
-    let prog: &mut SockOps = ebpf
-        .program_mut(SOCK_OPS_PROGRAM)
-        .ok_or_else(|| format!("the eBPF object has no program {SOCK_OPS_PROGRAM}"))?
-        .try_into()
-        .map_err(|e| format!("program {SOCK_OPS_PROGRAM}: {e}"))?;
-    prog.load()
-        .map_err(|e| format!("program {SOCK_OPS_PROGRAM}: {}", error_chain(&e)))?;
-    prog.attach(&root, CgroupAttachMode::Single).map_err(|e| {
+    let on_root = |program: &str, e: ProgramError| {
         format!(
-            "program {SOCK_OPS_PROGRAM} on cgroup {}: {}",
+            "program {program} on cgroup {}: {}",
             cgroup2_root.display(),
             error_chain(&e)
         )
-    })?;
+    };
+    for (program, attach_type) in SKB_PROGRAMS {
+        let prog: &mut CgroupSkb = super::loaded(ebpf, program)?;
+        prog.attach(&root, attach_type, CgroupAttachMode::Single)
+            .map_err(|e| on_root(program, e))?;
+    }
+    let prog: &mut SockOps = super::loaded(ebpf, SOCK_OPS_PROGRAM)?;
+    prog.attach(&root, CgroupAttachMode::Single)
+        .map_err(|e| on_root(SOCK_OPS_PROGRAM, e))?;
     Ok(())
 }
 
