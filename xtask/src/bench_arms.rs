@@ -7,6 +7,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    process::{Command, Stdio},
 };
 
 use anyhow::Context as _;
@@ -122,6 +123,23 @@ fn busy_seconds_of(stat: &str) -> Option<f64> {
     // user nice system idle iowait irq softirq steal (guest is in user).
     let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
     Some(busy as f64 / ticks_per_second)
+}
+
+/// Runs a load generator that reports in JSON on stdout (fio, iperf3) and
+/// returns the number at `pointer` (e.g. `/jobs/0/read/iops`).
+pub fn json_number(command: &mut Command, what: &str, pointer: &str) -> anyhow::Result<f64> {
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {what} (cargo xtask setup installs it)"))?;
+    if !output.status.success() {
+        anyhow::bail!("{what} failed: {}", output.status);
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("parsing {what}'s JSON output"))?;
+    json.pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .with_context(|| format!("{what}'s output has no number at {pointer}"))
 }
 
 /// What the kernel counted for one BPF program with `kernel.bpf_stats_enabled`.

@@ -9,11 +9,7 @@
 //! rotating order; the report is the median of the rounds' IOPS ratios, since
 //! this machine's disk speed drifts.
 
-use std::{
-    fs,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -95,31 +91,21 @@ fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()>
 
 /// Runs fio for `secs` seconds and returns its read IOPS.
 fn fio(file: &Path, engine: &str, depth: u32, secs: u32) -> anyhow::Result<f64> {
-    let output = Command::new("fio")
-        .args([
-            "--name=randread",
-            "--rw=randread",
-            "--bs=4k",
-            "--direct=1",
-            "--size=1G",
-            "--time_based",
-            "--output-format=json",
-        ])
-        .arg(format!("--filename={}", file.display()))
-        .arg(format!("--ioengine={engine}"))
-        .arg(format!("--iodepth={depth}"))
-        .arg(format!("--runtime={secs}"))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running fio (cargo xtask setup installs it)")?;
-    if !output.status.success() {
-        bail!("fio failed: {}", output.status);
-    }
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("parsing fio's JSON output")?;
-    json["jobs"][0]["read"]["iops"]
-        .as_f64()
-        .context("fio's output has no jobs[0].read.iops")
+    let mut fio = Command::new("fio");
+    fio.args([
+        "--name=randread",
+        "--rw=randread",
+        "--bs=4k",
+        "--direct=1",
+        "--size=1G",
+        "--time_based",
+        "--output-format=json",
+    ])
+    .arg(format!("--filename={}", file.display()))
+    .arg(format!("--ioengine={engine}"))
+    .arg(format!("--iodepth={depth}"))
+    .arg(format!("--runtime={secs}"));
+    bench_arms::json_number(&mut fio, "fio", "/jobs/0/read/iops")
 }
 
 /// Disk requests the agent has counted, over all series.

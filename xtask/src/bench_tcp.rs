@@ -135,20 +135,15 @@ fn listening(port: u16) -> bool {
 
 /// One iperf3 stream for `secs` seconds: the bits per second received.
 fn iperf3(secs: u32) -> anyhow::Result<f64> {
-    let output = Command::new("iperf3")
+    let mut iperf3 = Command::new("iperf3");
+    iperf3
         .args(["-c", "127.0.0.1", "-p", &IPERF_PORT.to_string(), "-J"])
-        .args(["-t", &secs.to_string()])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running iperf3 -c")?;
-    if !output.status.success() {
-        bail!("iperf3 -c failed: {}", output.status);
-    }
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("parsing iperf3's JSON output")?;
-    json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3's output has no end.sum_received.bits_per_second")
+        .args(["-t", &secs.to_string()]);
+    bench_arms::json_number(
+        &mut iperf3,
+        "iperf3 -c",
+        "/end/sum_received/bits_per_second",
+    )
 }
 
 /// wrk on the HTTP server for `secs` seconds: requests per second.

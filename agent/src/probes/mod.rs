@@ -200,66 +200,50 @@ impl Probes {
             }
         };
 
-        let mut runqueue = None;
-        if let Some(fields) = runqueue_fields {
-            let state = match runqueue::attach(&mut ebpf, options.runqueue_attach, &fields) {
-                Ok(mode) => {
+        let runqueue = match runqueue_fields {
+            Some(fields) => attach_signal(
+                &mut ebpf,
+                &mut status,
+                Signal::Runqueue,
+                |ebpf| {
+                    let mode = runqueue::attach(ebpf, options.runqueue_attach, &fields)?;
                     tracing::info!(probe = runqueue::PROBE, attach = mode.name(), "attached");
-                    runqueue = Some(runqueue::RunqueueMaps::take(&mut ebpf)?);
-                    ProbeState::Up
-                }
-                Err(why) => ProbeState::Down(why),
-            };
-            status.push(ProbeStatus {
-                signal: Signal::Runqueue,
-                state,
-            });
-        }
-
-        let mut reclaim = None;
-        if enabled.contains(&Signal::Reclaim) {
-            let state = match reclaim::attach(&mut ebpf) {
-                Ok(()) => {
-                    reclaim = Some(reclaim::ReclaimMaps::take(&mut ebpf)?);
-                    ProbeState::Up
-                }
-                Err(why) => ProbeState::Down(why),
-            };
-            status.push(ProbeStatus {
-                signal: Signal::Reclaim,
-                state,
-            });
-        }
-
-        let mut disk = None;
-        if let Some(fields) = disk_fields {
-            let state = match disk::attach(&mut ebpf, &fields) {
-                Ok(()) => {
-                    disk = Some(disk::DiskMaps::take(&mut ebpf)?);
-                    ProbeState::Up
-                }
-                Err(why) => ProbeState::Down(why),
-            };
-            status.push(ProbeStatus {
-                signal: Signal::Disk,
-                state,
-            });
-        }
-
-        let mut tcp = None;
-        if enabled.contains(&Signal::Tcp) {
-            let state = match tcp::attach(&mut ebpf, cgroup2_root) {
-                Ok(()) => {
-                    tcp = Some(tcp::TcpMaps::take(&mut ebpf)?);
-                    ProbeState::Up
-                }
-                Err(why) => ProbeState::Down(why),
-            };
-            status.push(ProbeStatus {
-                signal: Signal::Tcp,
-                state,
-            });
-        }
+                    Ok(())
+                },
+                runqueue::RunqueueMaps::take,
+            )?,
+            None => None,
+        };
+        let reclaim = match enabled.contains(&Signal::Reclaim) {
+            true => attach_signal(
+                &mut ebpf,
+                &mut status,
+                Signal::Reclaim,
+                reclaim::attach,
+                reclaim::ReclaimMaps::take,
+            )?,
+            false => None,
+        };
+        let disk = match disk_fields {
+            Some(fields) => attach_signal(
+                &mut ebpf,
+                &mut status,
+                Signal::Disk,
+                |ebpf| disk::attach(ebpf, &fields),
+                disk::DiskMaps::take,
+            )?,
+            None => None,
+        };
+        let tcp = match enabled.contains(&Signal::Tcp) {
+            true => attach_signal(
+                &mut ebpf,
+                &mut status,
+                Signal::Tcp,
+                |ebpf| tcp::attach(ebpf, cgroup2_root),
+                tcp::TcpMaps::take,
+            )?,
+            false => None,
+        };
 
         let map_full = Some(take_map(&mut ebpf, MAP_FULL)?);
         Ok(Self {
@@ -299,6 +283,24 @@ impl Probes {
             (id, count.unwrap_or(0))
         })
     }
+}
+
+/// Attaches one signal's probes and records whether they are up; when they
+/// are, takes the maps userspace reads. A signal that cannot attach is down
+/// (with the reason), not an error; an object without its maps is.
+fn attach_signal<M>(
+    ebpf: &mut Ebpf,
+    status: &mut Vec<ProbeStatus>,
+    signal: Signal,
+    attach: impl FnOnce(&mut Ebpf) -> Result<(), String>,
+    take: fn(&mut Ebpf) -> Result<M, LoadError>,
+) -> Result<Option<M>, LoadError> {
+    let (maps, state) = match attach(ebpf) {
+        Ok(()) => (Some(take(ebpf)?), ProbeState::Up),
+        Err(why) => (None, ProbeState::Down(why)),
+    };
+    status.push(ProbeStatus { signal, state });
+    Ok(maps)
 }
 
 /// The program types the probes use, which load without arguments.
