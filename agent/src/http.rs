@@ -1,6 +1,7 @@
-//! HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and an index page.
+//! HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, the JSON API
+//! ([`crate::api`]) and an index page.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, path::Path, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -12,11 +13,29 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::exposition::{self, Exporter};
+use crate::{
+    api,
+    exposition::{self, Exporter},
+};
 
 pub struct AppState {
     pub registry: Registry,
     pub exporter: Arc<Exporter>,
+    /// When the agent started: the API's monotonic clock.
+    pub started: Instant,
+    /// [`api::bucket_bounds_seconds`], computed once.
+    pub bounds: Vec<f64>,
+}
+
+impl AppState {
+    pub fn new(registry: Registry, exporter: Arc<Exporter>) -> Self {
+        Self {
+            registry,
+            exporter,
+            started: Instant::now(),
+            bounds: api::bucket_bounds_seconds(),
+        }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -25,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(api::CONTAINERS_PATH, get(containers))
         .with_state(state)
 }
 
@@ -43,7 +63,8 @@ async fn index() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         "<html><head><title>stallwatch</title></head><body><h1>stallwatch</h1>\
          <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/readyz\">/readyz</a></li>\
-         <li><a href=\"/healthz\">/healthz</a></li></ul></body></html>\n",
+         <li><a href=\"/healthz\">/healthz</a></li>\
+         <li><a href=\"/api/v1/containers\">/api/v1/containers</a> (JSON, for agent top)</li></ul></body></html>\n",
     )
 }
 
@@ -71,6 +92,40 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the scrape failed; see the agent's log\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn containers(State(state): State<Arc<AppState>>) -> Response {
+    let encoded = tokio::task::spawn_blocking(move || {
+        let (node, errors) = crate::node::read(Path::new("/proc"));
+        for e in errors {
+            tracing::debug!("node totals: {e}");
+        }
+        let uptime = state.started.elapsed().as_secs_f64();
+        state.exporter.with_collector(|collector| {
+            let view = collector.collect();
+            serde_json::to_vec(&api::snapshot(&view, &node, uptime, &state.bounds))
+        })
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("encoding {}: {e}", api::CONTAINERS_PATH);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the document failed\n",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!("the {} task failed: {e}", api::CONTAINERS_PATH);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collecting failed; see the agent's log\n",
             )
                 .into_response()
         }

@@ -1,6 +1,7 @@
 //! stallwatch's agent: probes, cgroup readers, identity, collection and
 //! exposition. The `agent` binary (`main.rs`) is the command line over it.
 
+pub mod api;
 pub mod block_devices;
 pub mod cgroup_mount;
 pub mod cgroup_tree;
@@ -11,6 +12,7 @@ pub mod exposition;
 pub mod http;
 pub mod identity;
 pub mod labels;
+pub mod node;
 pub mod privileges;
 pub mod probes;
 pub mod tracefs;

@@ -116,10 +116,10 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     let collector = Collector::new(probes, tree, reader)
         .with_context(|| format!("scanning the cgroup2 tree at {}", cgroup_root.display()))?;
     let exporter = Arc::new(Exporter::new(collector));
-    let state = Arc::new(agent::http::AppState {
-        registry: agent::exposition::registry(exporter.clone()),
-        exporter: exporter.clone(),
-    });
+    let state = Arc::new(agent::http::AppState::new(
+        agent::exposition::registry(exporter.clone()),
+        exporter.clone(),
+    ));
 
     let local = listener
         .local_addr()

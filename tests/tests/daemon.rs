@@ -135,3 +135,62 @@ fn tempfile_dir() -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+#[test]
+fn the_json_api_has_what_the_metrics_have() {
+    if !privileged("the JSON API") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let root_cpu = |scrape: &stallwatch_tests::Scrape| {
+        scrape
+            .value("stallwatch_cpu_usage_seconds_total", &[("cgroup", "/")])
+            .unwrap_or_else(|| panic!("no CPU usage of the root cgroup:\n{}", scrape.text))
+    };
+    let before = root_cpu(&agent.scrape());
+    let (status, body) = agent
+        .get("/api/v1/containers")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after = root_cpu(&agent.scrape());
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+
+    assert_eq!(doc["api_version"], 1);
+    let probes: Vec<(&str, bool)> = doc["agent"]["probes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["signal"].as_str()?, p["up"].as_bool()?)))
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            ("runqueue", true),
+            ("reclaim", true),
+            ("disk", true),
+            ("tcp", true)
+        ]
+    );
+    assert!(
+        doc["node"]["cpus"].as_u64().is_some_and(|n| n >= 1),
+        "{:#}",
+        doc["node"]
+    );
+    assert!(
+        doc["bucket_bounds_seconds"]
+            .as_array()
+            .is_some_and(|b| b.len() > 10)
+    );
+    let root = doc["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["cgroup"] == "/")
+        .unwrap_or_else(|| panic!("no root cgroup in {body}"));
+    let usage = root["cpu"]["usage_seconds"].as_f64().unwrap_or(-1.0);
+    assert!(
+        before <= usage && usage <= after,
+        "the API's root CPU usage {usage} is not between two scrapes' {before} and {after}"
+    );
+}

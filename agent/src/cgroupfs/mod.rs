@@ -431,7 +431,7 @@ fn classify(e: &stdio::Error) -> Text {
     }
 }
 
-fn user_hz() -> u64 {
+pub(crate) fn user_hz() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(hz).ok().filter(|hz| *hz > 0).unwrap_or(100)
