@@ -1,5 +1,6 @@
-//! Command line: `agent run` and its flags. Every flag can also be set from
-//! an environment variable, because a DaemonSet configures through env.
+//! Command line: `agent run`, `agent top` and their flags. Every flag of
+//! `run` can also be set from an environment variable, because a DaemonSet
+//! configures through env.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -25,8 +26,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load the probes and serve /metrics, /healthz and /readyz.
+    /// Load the probes and serve /metrics, /healthz, /readyz and /api/v1/containers.
     Run(RunArgs),
+    /// Show live what each container waits for, from the agent running on this node.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +38,22 @@ pub struct RunArgs {
     #[arg(long, env = "STALLWATCH_LISTEN", default_value = "0.0.0.0:9740")]
     pub listen: SocketAddr,
 
+    #[command(flatten)]
+    pub collect: CollectArgs,
+
+    /// Log format.
+    #[arg(long, env = "STALLWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `agent=debug`).
+    #[arg(long, env = "STALLWATCH_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// What to measure and how: the probes, their map sizes and the cgroup tree.
+/// Shared by `agent run` and `agent top --standalone`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
     /// The cgroup2 mount [default: found in /proc/self/mountinfo].
     #[arg(long, env = "STALLWATCH_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
@@ -85,14 +104,61 @@ pub struct RunArgs {
     /// Rescan the cgroup tree at least this often, to forget removed cgroups (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "STALLWATCH_CGROUP_RESCAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cgroup_rescan_interval: Duration,
+}
 
-    /// Log format.
-    #[arg(long, env = "STALLWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The running agent to read from.
+    #[arg(
+        long,
+        env = "STALLWATCH_URL",
+        default_value = "http://127.0.0.1:9740",
+        conflicts_with = "standalone"
+    )]
+    pub url: String,
 
-    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `agent=debug`).
-    #[arg(long, env = "STALLWATCH_LOG", default_value = "info")]
-    pub log_level: String,
+    /// Load the probes in this process instead, for a node without the agent (needs root).
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// Time between two readings: rates and quantiles are over this interval (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Print one table after one interval and exit, instead of the live view.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Output of --once.
+    #[arg(long, value_enum, default_value_t = TopOutput::Text, requires = "once")]
+    pub output: TopOutput,
+
+    /// Column to sort by, largest first (e.g. cpu, throttled, rq-p99, mem-pct, name).
+    #[arg(long, default_value = "cpu", value_parser = crate::top::model::Col::parse)]
+    pub sort: crate::top::model::Col,
+
+    /// Show only containers whose name or cgroup contains this text.
+    #[arg(long, default_value = "")]
+    pub filter: String,
+
+    /// With --standalone: what to measure.
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopOutput {
+    Text,
+    Json,
+}
+
+/// An interval for `agent top`: between 100ms and 1h.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(format!("`{text}` is outside 100ms to 60m"));
+    }
+    Ok(interval)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,8 +211,11 @@ mod tests {
     #[test]
     fn defaults_work_on_a_plain_node() {
         let cli = Cli::try_parse_from(["agent", "run"]).expect("parses");
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {:?}", cli.command);
+        };
         assert_eq!(args.listen.to_string(), "0.0.0.0:9740");
+        let args = args.collect;
         assert_eq!(
             args.probes,
             vec![Signal::Runqueue, Signal::Reclaim, Signal::Disk, Signal::Tcp]
@@ -169,5 +238,23 @@ mod tests {
         assert!(err.to_string().contains("teleport"), "{err}");
         let err = Cli::try_parse_from(["agent", "run", "--max-tasks", "5"]).expect_err("too small");
         assert!(err.to_string().contains("--max-tasks"), "{err}");
+        let err =
+            Cli::try_parse_from(["agent", "top", "--interval", "1ms"]).expect_err("too short");
+        assert!(err.to_string().contains("--interval"), "{err}");
+        let err = Cli::try_parse_from(["agent", "top", "--sort", "vibes"]).expect_err("no column");
+        assert!(err.to_string().contains("vibes"), "{err}");
+        let err = Cli::try_parse_from(["agent", "top", "--output", "json"]).expect_err("not once");
+        assert!(err.to_string().contains("--once"), "{err}");
+    }
+
+    #[test]
+    fn top_reads_the_local_agent_by_default() {
+        let cli = Cli::try_parse_from(["agent", "top"]).expect("parses");
+        let Command::Top(args) = cli.command else {
+            panic!("not top: {:?}", cli.command);
+        };
+        assert_eq!(args.url, "http://127.0.0.1:9740");
+        assert_eq!(args.interval, Duration::from_secs(2));
+        assert!(!args.once && !args.standalone);
     }
 }

@@ -15,4 +15,6 @@ pub mod labels;
 pub mod node;
 pub mod privileges;
 pub mod probes;
+pub mod startup;
+pub mod top;
 pub mod tracefs;

@@ -1,7 +1,8 @@
 //! `agent`: stallwatch's node daemon and command line.
 //!
 //! `agent run` loads the probes, scans the cgroup tree and serves Prometheus
-//! metrics until SIGTERM or SIGINT. Errors reach the user here, with context.
+//! metrics and the JSON API until SIGTERM or SIGINT; `agent top` shows a
+//! running agent's view live. Errors reach the user here, with context.
 //! The pieces live in the library (`lib.rs`), so benchmarks can use them.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
@@ -15,23 +16,18 @@ use tokio::{
 };
 
 use agent::{
-    cgroup_tree::CgroupTree,
     cli::{Cli, Command, LogFormat, RunArgs},
-    collector::Collector,
     exposition::Exporter,
-    probes::{ProbeOptions, ProbeState, Probes},
-    tracefs::Tracefs,
 };
 
 /// The longest a shutdown may take: in-flight scrapes get this long.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-/// An unknown cgroup id triggers a rescan at most this often.
-const MIN_RESCAN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Top(args) => agent::top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,47 +70,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
-    agent::privileges::check()?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {} (--listen)", args.listen))?;
-    let cgroup_root = agent::cgroup_mount::cgroup2_root(args.cgroup_root.as_deref())?;
-    let tracefs = match Tracefs::locate(args.tracefs.as_deref()) {
-        Ok(tracefs) => Some(tracefs),
-        Err(e) => {
-            tracing::error!("{e}; probes that need tracepoints will be down");
-            None
-        }
-    };
-
-    let options = ProbeOptions {
-        max_tasks: args.max_tasks,
-        max_cgroups: args.max_cgroups,
-        max_disk_inflight: args.max_disk_inflight,
-        max_tcp_sockets: args.max_tcp_sockets,
-        tcp_rtt_interval: args.tcp_rtt_interval,
-        runqueue_attach: args.runqueue_attach,
-    };
-    let mut probes = Probes::load(tracefs.as_ref(), &cgroup_root, &args.probes, options)?;
-    for status in &probes.status {
-        match &status.state {
-            ProbeState::Up => {}
-            ProbeState::Down(why) => {
-                tracing::error!(probe = status.signal.name(), "probe is down: {why}")
-            }
-        }
-    }
-    let probe_logs = probes
-        .logger
-        .take()
-        .map(|logger| tokio::spawn(forward_probe_logs(logger)));
-
-    let tree = CgroupTree::new(cgroup_root.clone(), MIN_RESCAN, args.cgroup_rescan_interval);
-    let reader =
-        agent::cgroupfs::StatsReader::new(agent::cgroupfs::Hierarchies::discover(&cgroup_root));
-    tracing::info!(hierarchies = ?reader.hierarchies(), "cgroup files");
-    let collector = Collector::new(probes, tree, reader)
-        .with_context(|| format!("scanning the cgroup2 tree at {}", cgroup_root.display()))?;
+    let agent::startup::Started {
+        collector,
+        logger,
+        cgroup_root,
+        tracefs,
+    } = agent::startup::collector(&args.collect)?;
+    let probe_logs = logger.map(|logger| tokio::spawn(forward_probe_logs(logger)));
     let exporter = Arc::new(Exporter::new(collector));
     let state = Arc::new(agent::http::AppState::new(
         agent::exposition::registry(exporter.clone()),
@@ -162,7 +127,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Forwards log records of the probes (aya-log) into the agent's log.
-async fn forward_probe_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+async fn forward_probe_logs(logger: agent::startup::ProbeLogger) {
     // SAFETY: the logger owns its ring buffer's fd, which stays open and
     // unchanged until the logger, moved into the AsyncFd, is dropped with it.
     let registered =

@@ -22,6 +22,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iperf3", "the TCP stream load in the benchmark"),
     ("wrk", "the TCP request load in the benchmark"),
     ("iproute2", "ip netns and tc, for the shaped-link TCP test"),
+    ("tmux", "the terminal that the `agent top` test types into"),
     ("busybox-static", "the VM tests' guest userland"),
     (
         "qemu-system-data",

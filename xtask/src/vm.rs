@@ -57,6 +57,10 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "retransmits_agree_with_the_kernel_s_own_count",
         "needs iproute2's ip netns and tc (busybox has neither)",
     ),
+    (
+        "the_live_view_sorts_by_throttling_on_keys_and_q_restores_the_terminal",
+        "needs tmux",
+    ),
 ];
 
 /// Size of the guest's scratch disk.
