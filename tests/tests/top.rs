@@ -275,6 +275,18 @@ fn the_live_view_sorts_by_throttling_on_keys_and_q_restores_the_terminal() {
     });
     assert_eq!(table_rows(&screen).len(), 1, "{screen}");
 
+    // A narrow terminal drops the least important columns, not the row.
+    tmux.run(&["resize-window", "-t", "0", "-x", "60"]);
+    let screen = tmux.wait_for("the narrow table", |s| {
+        s.lines()
+            .any(|l| l.starts_with("NAME") && !l.contains("CONN p99"))
+    });
+    assert!(screen.contains("THR%"), "{screen}");
+    assert!(
+        table_rows(&screen).iter().all(|l| l.chars().count() <= 60),
+        "{screen}"
+    );
+
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("top to exit", |s| s.contains("top-exited-0"));
     assert!(
@@ -288,6 +300,69 @@ fn the_live_view_sorts_by_throttling_on_keys_and_q_restores_the_terminal() {
     ]);
     tmux.wait_for("stty's modes", |s| s.contains("icanon echo"));
     drop(hog);
+}
+
+#[test]
+fn the_live_view_says_when_the_agent_cannot_be_reached_and_keeps_trying() {
+    if !privileged("agent top in tmux") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    drop(listener);
+    let tmux = Tmux::start(160, 20);
+    tmux.keys(&[
+        &format!(
+            "{} top --url {url} --interval 250ms; echo top-exited-$?",
+            agent_bin().display()
+        ),
+        "Enter",
+    ]);
+    let screen = tmux.wait_for("the error on screen", |s| {
+        s.contains("cannot reach the agent")
+    });
+    assert!(screen.contains("retrying every 250ms"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("top to exit", |s| s.contains("top-exited-0"));
+}
+
+#[test]
+fn standalone_loads_the_probes_itself_and_needs_root_for_it() {
+    if !privileged("agent top --standalone") {
+        return;
+    }
+    let out = Command::new(agent_bin())
+        .args(["top", "--standalone", "--once", "--interval", "500ms"])
+        .output()
+        .expect("running agent top");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("probes in this process (--standalone)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("probes: runqueue up, reclaim up, disk up, tcp up"),
+        "{text}"
+    );
+
+    // As nobody, without capabilities: said plainly, not a panic.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(agent_bin())
+        .args(["top", "--standalone", "--once"])
+        .output()
+        .expect("running setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs root, or the capabilities CAP_BPF and CAP_PERFMON"),
+        "{stderr}"
+    );
 }
 
 #[test]

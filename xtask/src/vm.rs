@@ -61,6 +61,10 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "the_live_view_sorts_by_throttling_on_keys_and_q_restores_the_terminal",
         "needs tmux",
     ),
+    (
+        "the_live_view_says_when_the_agent_cannot_be_reached_and_keeps_trying",
+        "needs tmux",
+    ),
 ];
 
 /// Size of the guest's scratch disk.

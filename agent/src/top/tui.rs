@@ -108,6 +108,18 @@ fn draw(screen: &mut Screen<'_>, app: &App) {
     }
 }
 
+/// `250ms`, `2s`, `1.5s`.
+fn interval(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
 fn percent(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}%"))
 }
@@ -124,9 +136,9 @@ fn draw_header(screen: &mut Screen<'_>, area: Rect, app: &App) {
     let title = Line::from(vec![
         Span::styled("stallwatch top", bold),
         Span::raw(format!(
-            "  {}  every {:.1}s  {} containers, {} shown",
+            "  {}  every {}  {} containers, {} shown",
             app.source,
-            app.interval.as_secs_f64(),
+            interval(app.interval),
             app.frame.rows.len(),
             app.shown.len()
         )),
@@ -163,7 +175,7 @@ fn draw_header(screen: &mut Screen<'_>, area: Rect, app: &App) {
     )));
     let status = match (&app.error, &app.editing) {
         (Some(e), _) => Line::from(Span::styled(
-            format!("{e}; retrying every {:.1}s", app.interval.as_secs_f64()),
+            format!("{e}; retrying every {}", interval(app.interval)),
             bold.fg(Color::Red),
         )),
         (None, Some(text)) => Line::from(format!("filter: {text}▏ (Enter to keep, Esc to cancel)")),
@@ -280,4 +292,16 @@ fn draw_help(screen: &mut Screen<'_>, area: Rect) {
         Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(" help ")),
         popup,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_written_as_typed() {
+        assert_eq!(interval(Duration::from_millis(250)), "250ms");
+        assert_eq!(interval(Duration::from_secs(2)), "2s");
+        assert_eq!(interval(Duration::from_millis(1500)), "1.5s");
+    }
 }
