@@ -105,6 +105,16 @@ pub struct Container<'a> {
     pub qos_class: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<Cow<'a, str>>,
+    /// Kubernetes names, from the container runtime (CRI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Cow<'a, str>>,
+    /// The Kubernetes container name; `POD` for the pod's sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,13 +254,21 @@ impl<'a> Container<'a> {
             pod_uid,
             qos_class,
             systemd_unit,
+            kube,
+            omit_cgroup: _,
+            hidden: _,
         } = labels;
+        let kube = kube.as_deref();
         Self {
             cgroup: Cow::Borrowed(cgroup),
             container_id: container_id.as_deref().map(Cow::Borrowed),
             pod_uid: pod_uid.as_deref().map(Cow::Borrowed),
             qos_class: qos_class.map(|q| Cow::Borrowed(q.as_str())),
             systemd_unit: systemd_unit.as_deref().map(Cow::Borrowed),
+            namespace: kube.map(|k| Cow::Borrowed(k.namespace.as_str())),
+            pod: kube.map(|k| Cow::Borrowed(k.pod.as_str())),
+            container: kube.and_then(|k| k.container.as_deref()).map(Cow::Borrowed),
+            image: kube.and_then(|k| k.image.as_deref()).map(Cow::Borrowed),
             ..Self::default()
         }
     }

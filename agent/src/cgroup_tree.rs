@@ -68,6 +68,11 @@ impl CgroupTree {
         self.by_id.iter().map(|(id, labels)| (*id, labels))
     }
 
+    /// Every known cgroup's labels, to add names to.
+    pub fn labels_mut(&mut self) -> impl Iterator<Item = &mut CgroupLabels> {
+        self.by_id.values_mut()
+    }
+
     /// When the last completed scan started.
     pub fn last_scan(&self) -> Option<Instant> {
         self.last_scan

@@ -41,6 +41,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub collect: CollectArgs,
 
+    #[command(flatten)]
+    pub cri: CriArgs,
+
     /// Log format.
     #[arg(long, env = "STALLWATCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -105,6 +108,77 @@ pub struct CollectArgs {
     #[arg(long, env = "STALLWATCH_CGROUP_RESCAN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cgroup_rescan_interval: Duration,
 }
+
+/// Kubernetes names from the node's container runtime (CRI).
+#[derive(Debug, Args)]
+pub struct CriArgs {
+    /// The container runtime's CRI socket [default: the first found of containerd's, k3s', microk8s', CRI-O's and cri-dockerd's].
+    #[arg(long, env = "STALLWATCH_CRI_SOCKET")]
+    pub cri_socket: Option<PathBuf>,
+
+    /// Where the host's filesystem is mounted, to look for runtime sockets in (in a pod: a hostPath mount of /run).
+    #[arg(long, env = "STALLWATCH_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+
+    /// Deadline of each call to the runtime.
+    #[arg(long, env = "STALLWATCH_CRI_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub cri_timeout: Duration,
+
+    /// List the runtime's pods and containers at least this often (and on an unknown container, at most every 2s).
+    #[arg(long, env = "STALLWATCH_CRI_REFRESH_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub cri_refresh_interval: Duration,
+
+    /// Keep a removed container's names this long, for its last series.
+    #[arg(long, env = "STALLWATCH_CRI_GRACE", default_value = "1m", value_parser = parse_duration)]
+    pub cri_grace: Duration,
+
+    /// Pod sandbox ("pause") cgroups: labelled container="POD", or dropped.
+    #[arg(long, env = "STALLWATCH_CRI_SANDBOXES", value_enum, default_value_t = Sandboxes::Label)]
+    pub cri_sandboxes: Sandboxes,
+
+    /// Leave the cgroup label out of series whose namespace, pod and container are known.
+    #[arg(long, env = "STALLWATCH_DROP_CGROUP_LABEL")]
+    pub drop_cgroup_label: bool,
+
+    /// Export only containers of these namespaces (comma-separated) [default: all].
+    #[arg(long, env = "STALLWATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Export no containers of these namespaces (comma-separated).
+    #[arg(long, env = "STALLWATCH_EXCLUDE_NAMESPACES", value_delimiter = ',')]
+    pub exclude_namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Sandboxes {
+    Label,
+    Drop,
+}
+
+impl CriArgs {
+    pub fn policy(&self) -> crate::labels::NamePolicy {
+        crate::labels::NamePolicy {
+            drop_cgroup_label: self.drop_cgroup_label,
+            drop_sandboxes: self.cri_sandboxes == Sandboxes::Drop,
+            namespaces: self.namespaces.clone(),
+            exclude_namespaces: self.exclude_namespaces.clone(),
+        }
+    }
+
+    pub fn config(&self) -> crate::cri::CriConfig {
+        crate::cri::CriConfig {
+            socket: self.cri_socket.clone(),
+            host_root: self.host_root.clone(),
+            timeout: self.cri_timeout,
+            refresh: self.cri_refresh_interval,
+            min_refresh: MIN_CRI_REFRESH,
+            grace: self.cri_grace,
+        }
+    }
+}
+
+/// A refresh for an unknown container waits at least this long after the last.
+const MIN_CRI_REFRESH: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct TopArgs {

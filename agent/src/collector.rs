@@ -7,7 +7,8 @@
 //! container churn. Buffers are reused from scrape to scrape.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,7 +29,8 @@ use crate::{
         io::DeviceIo,
         pressure::{self, Stall},
     },
-    labels::CgroupLabels,
+    cri::{Cri, CriHealth, KubeNames},
+    labels::{CgroupLabels, NamePolicy},
     probes::{ProbeState, ProbeStatus, Probes, disk::DiskRead, error_chain, tcp::TcpRead},
 };
 
@@ -90,6 +92,12 @@ pub struct Collector {
     node_text: String,
     psi_absence_logged: bool,
     last_collect: Duration,
+    /// Kubernetes names from the container runtime, and how they apply.
+    names: Option<(Arc<Cri>, NamePolicy)>,
+    /// (names generation, tree scan) the labels were last named at.
+    named_at: Option<(u64, Option<Instant>)>,
+    /// Container ids the runtime did not know at the last naming.
+    unnamed: HashSet<String>,
 }
 
 /// A per-container disk series: (labels, device name, op, value).
@@ -111,14 +119,34 @@ pub struct View<'a> {
     device_names: &'a DeviceNames,
     pub node_pressure: [Stall; 3],
     pub read_errors: &'a Errors,
+    cri: Option<CriHealth>,
 }
 
 impl View<'_> {
+    /// The labels of a cgroup whose path is known and that is not hidden
+    /// by the container runtime's name policy.
+    fn labels(&self, id: CgroupId) -> Option<&CgroupLabels> {
+        self.tree.get(id).filter(|l| !l.hidden)
+    }
+
+    /// Cgroups named by the container runtime as containers (or sandboxes).
+    pub fn named_containers(&self) -> impl Iterator<Item = (&CgroupLabels, &KubeNames)> {
+        self.tree.iter().filter_map(|(_, labels)| {
+            let names = labels.kube.as_deref()?;
+            (!labels.hidden && names.container.is_some()).then_some((labels, names))
+        })
+    }
+
+    /// The container runtime's health, if names come from one.
+    pub fn cri(&self) -> Option<CriHealth> {
+        self.cri
+    }
+
     /// Reclaim stall histograms, with their `kind`, of cgroups whose path is known.
     pub fn reclaim(&self) -> impl Iterator<Item = (&CgroupLabels, &'static str, &Histogram)> {
         self.reclaim.iter().filter_map(|(key, hist)| {
             let kind = KIND_NAMES.get(key.kind as usize)?;
-            Some((self.tree.get(key.cgroup)?, *kind, hist))
+            Some((self.labels(key.cgroup)?, *kind, hist))
         })
     }
 
@@ -126,7 +154,7 @@ impl View<'_> {
     pub fn file_stats(&self) -> impl Iterator<Item = (&CgroupLabels, &CgroupStats)> {
         self.file_stats
             .iter()
-            .filter_map(|(id, stats)| Some((self.tree.get(*id)?, stats)))
+            .filter_map(|(id, stats)| Some((self.labels(*id)?, stats)))
     }
 
     /// The block devices of one cgroup's stats: (counts, disk name, `MAJ:MIN`).
@@ -169,7 +197,7 @@ impl View<'_> {
         rows: &'v [(DiskKey, V)],
     ) -> impl Iterator<Item = DiskRow<'v, V>> {
         rows.iter().filter_map(|(key, value)| {
-            let labels = self.tree.get(key.cgroup)?;
+            let labels = self.labels(key.cgroup)?;
             let (major, minor) = kernel_dev(key.dev);
             let (device, _) = self.device_names.get(major, minor)?;
             Some((labels, device, *OP_NAMES.get(key.op as usize)?, value))
@@ -181,7 +209,7 @@ impl View<'_> {
         self.tcp
             .series
             .iter()
-            .filter_map(|(id, series)| Some((self.tree.get(*id)?, series)))
+            .filter_map(|(id, series)| Some((self.labels(*id)?, series)))
     }
 
     /// Traffic counters of cgroups whose path is known.
@@ -189,14 +217,14 @@ impl View<'_> {
         self.tcp
             .traffic
             .iter()
-            .filter_map(|(id, traffic)| Some((self.tree.get(*id)?, traffic)))
+            .filter_map(|(id, traffic)| Some((self.labels(*id)?, traffic)))
     }
 
     /// Run-queue histograms of cgroups whose path is known.
     pub fn runqueue(&self) -> impl Iterator<Item = (&CgroupLabels, &Histogram)> {
         self.runqueue
             .iter()
-            .filter_map(|(id, hist)| Some((self.tree.get(*id)?, hist)))
+            .filter_map(|(id, hist)| Some((self.labels(*id)?, hist)))
     }
 }
 
@@ -242,7 +270,45 @@ impl Collector {
             node_text: String::with_capacity(256),
             psi_absence_logged: false,
             last_collect: Duration::ZERO,
+            names: None,
+            named_at: None,
+            unnamed: HashSet::new(),
         })
+    }
+
+    /// Names containers from the container runtime's cache, under `policy`.
+    pub fn with_names(mut self, cri: Arc<Cri>, policy: NamePolicy) -> Self {
+        self.names = Some((cri, policy));
+        self
+    }
+
+    /// Gives every container, sandbox and pod cgroup its Kubernetes names,
+    /// when the names or the tree changed. A container the runtime does not
+    /// know yet asks for a refresh, once.
+    fn name_cgroups(&mut self) {
+        let Some((cri, policy)) = &self.names else {
+            return;
+        };
+        let state = (cri.generation(), self.tree.last_scan());
+        if self.named_at == Some(state) {
+            return;
+        }
+        self.named_at = Some(state);
+        let mut unnamed = HashSet::new();
+        for labels in self.tree.labels_mut() {
+            if labels.container_id.is_none() && labels.pod_uid.is_none() {
+                continue;
+            }
+            let names = cri.names(labels.container_id.as_deref(), labels.pod_uid.as_deref());
+            if let (None, Some(id)) = (&names, &labels.container_id) {
+                unnamed.insert(id.clone());
+            }
+            policy.apply(labels, names);
+        }
+        if unnamed.iter().any(|id| !self.unnamed.contains(id)) {
+            cri.missed();
+        }
+        self.unnamed = unnamed;
     }
 
     /// `Ok` once every enabled probe is attached and the cgroup tree has been
@@ -314,6 +380,7 @@ impl Collector {
                 error_chain(&e)
             );
         }
+        self.name_cgroups();
         self.forget_vanished(started);
         self.read_files();
         self.last_collect = started.elapsed();
@@ -338,6 +405,7 @@ impl Collector {
             device_names: &self.device_names,
             node_pressure: self.node_pressure,
             read_errors: &self.reader.errors,
+            cri: self.names.as_ref().map(|(cri, _)| cri.health()),
         }
     }
 
@@ -361,7 +429,7 @@ impl Collector {
         devices.clear();
         let targets: Vec<(CgroupId, &str)> = tree
             .iter()
-            .filter(|(_, l)| l.has_file_stats())
+            .filter(|(_, l)| l.has_file_stats() && !l.hidden)
             .map(|(id, l)| (id, l.cgroup.as_str()))
             .collect();
         if targets.len() < PARALLEL_FROM || workers.is_empty() {

@@ -4,9 +4,14 @@
 //! without allocating. Later sources of identity (the container runtime) add
 //! their labels here.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 
-use crate::identity::{self, QosClass};
+use crate::{
+    cri::KubeNames,
+    identity::{self, QosClass},
+};
 
 /// Labels of one cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +22,37 @@ pub struct CgroupLabels {
     pub pod_uid: Option<String>,
     pub qos_class: Option<QosClass>,
     pub systemd_unit: Option<String>,
+    /// `namespace`, `pod` and `container`, from the container runtime.
+    pub kube: Option<Arc<KubeNames>>,
+    /// Leave the `cgroup` label out (`--drop-cgroup-label`, names known).
+    pub omit_cgroup: bool,
+    /// Export nothing for this cgroup (a namespace filtered out, or a
+    /// sandbox with `--cri-sandboxes drop`).
+    pub hidden: bool,
+}
+
+/// What the container runtime's names do to labels (`--drop-cgroup-label`,
+/// `--cri-sandboxes`, `--namespaces`, `--exclude-namespaces`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamePolicy {
+    pub drop_cgroup_label: bool,
+    pub drop_sandboxes: bool,
+    /// Only these namespaces, if any are given.
+    pub namespaces: Vec<String>,
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl NamePolicy {
+    /// Gives `labels` the runtime's `names` (or none) under this policy.
+    pub fn apply(&self, labels: &mut CgroupLabels, names: Option<Arc<KubeNames>>) {
+        labels.omit_cgroup = self.drop_cgroup_label && names.is_some();
+        labels.hidden = names.as_deref().is_some_and(|n| {
+            (self.drop_sandboxes && n.sandbox)
+                || (!self.namespaces.is_empty() && !self.namespaces.contains(&n.namespace))
+                || self.exclude_namespaces.contains(&n.namespace)
+        });
+        labels.kube = names;
+    }
 }
 
 impl CgroupLabels {
@@ -38,6 +74,9 @@ impl CgroupLabels {
             pod_uid: pod_uid.map(|u| u.to_string()),
             qos_class,
             systemd_unit: systemd_unit.map(str::to_owned),
+            kube: None,
+            omit_cgroup: false,
+            hidden: false,
         }
     }
 }
@@ -75,9 +114,14 @@ impl EncodeLabelSet for CgroupLabels {
             pod_uid,
             qos_class,
             systemd_unit,
+            kube,
+            omit_cgroup,
+            hidden: _,
         } = self;
         // Absent labels are left out: Prometheus treats "" and absent alike.
-        ("cgroup", cgroup.as_str()).encode(encoder)?;
+        if !omit_cgroup {
+            ("cgroup", cgroup.as_str()).encode(encoder)?;
+        }
         if let Some(v) = container_id {
             ("container_id", v.as_str()).encode(encoder)?;
         }
@@ -89,6 +133,13 @@ impl EncodeLabelSet for CgroupLabels {
         }
         if let Some(v) = systemd_unit {
             ("systemd_unit", v.as_str()).encode(encoder)?;
+        }
+        if let Some(names) = kube {
+            ("namespace", names.namespace.as_str()).encode(encoder)?;
+            ("pod", names.pod.as_str()).encode(encoder)?;
+            if let Some(container) = &names.container {
+                ("container", container.as_str()).encode(encoder)?;
+            }
         }
         Ok(())
     }
@@ -102,5 +153,93 @@ trait EncodeOne {
 impl EncodeOne for (&str, &str) {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         prometheus_client::encoding::EncodeLabel::encode(self, encoder.encode_label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(namespace: &str, container: &str, sandbox: bool) -> Option<Arc<KubeNames>> {
+        Some(Arc::new(KubeNames {
+            namespace: namespace.into(),
+            pod: "web-0".into(),
+            container: Some(container.into()),
+            image: None,
+            runtime: "containerd".into(),
+            sandbox,
+        }))
+    }
+
+    fn encoded(labels: &CgroupLabels) -> String {
+        use prometheus_client::{
+            collector::Collector, encoding::DescriptorEncoder, metrics::MetricType,
+        };
+        #[derive(Debug)]
+        struct One(CgroupLabels);
+        impl Collector for One {
+            fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+                let mut metric = encoder.encode_descriptor("x", "x", None, MetricType::Gauge)?;
+                metric.encode_family(&self.0)?.encode_gauge(&1i64)
+            }
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(One(labels.clone())));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap_or_default();
+        out.lines()
+            .find(|l| l.starts_with("x{"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn kubernetes_names_are_labels_and_the_cgroup_label_can_go() {
+        let mut labels =
+            CgroupLabels::from_path("/kubepods/besteffort/pod0a1b2c3d-4e5f-4a5b-8c9d-0e1f2a3b4c5d");
+        NamePolicy::default().apply(&mut labels, names("shop", "nginx", false));
+        let line = encoded(&labels);
+        assert!(
+            line.contains(r#"namespace="shop",pod="web-0",container="nginx""#),
+            "{line}"
+        );
+        assert!(line.contains("cgroup="), "{line}");
+
+        let policy = NamePolicy {
+            drop_cgroup_label: true,
+            ..NamePolicy::default()
+        };
+        policy.apply(&mut labels, names("shop", "nginx", false));
+        assert!(!encoded(&labels).contains("cgroup="));
+        // Without names the path is all there is: it stays.
+        policy.apply(&mut labels, None);
+        assert!(encoded(&labels).contains("cgroup="));
+    }
+
+    #[test]
+    fn namespaces_and_sandboxes_can_be_left_out() {
+        let mut labels = CgroupLabels::from_path("/a");
+        let only_shop = NamePolicy {
+            namespaces: vec!["shop".into()],
+            ..NamePolicy::default()
+        };
+        only_shop.apply(&mut labels, names("shop", "nginx", false));
+        assert!(!labels.hidden);
+        only_shop.apply(&mut labels, names("kube-system", "dns", false));
+        assert!(labels.hidden);
+        only_shop.apply(&mut labels, None);
+        assert!(!labels.hidden, "cgroups without names are not filtered");
+
+        let no_system = NamePolicy {
+            exclude_namespaces: vec!["kube-system".into()],
+            drop_sandboxes: true,
+            ..NamePolicy::default()
+        };
+        no_system.apply(&mut labels, names("kube-system", "dns", false));
+        assert!(labels.hidden);
+        no_system.apply(&mut labels, names("shop", "POD", true));
+        assert!(labels.hidden);
+        no_system.apply(&mut labels, names("shop", "nginx", false));
+        assert!(!labels.hidden);
     }
 }

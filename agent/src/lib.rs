@@ -8,6 +8,7 @@ pub mod cgroup_tree;
 pub mod cgroupfs;
 pub mod cli;
 pub mod collector;
+pub mod cri;
 pub mod exposition;
 pub mod http;
 pub mod identity;

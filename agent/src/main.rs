@@ -80,6 +80,9 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
         tracefs,
     } = agent::startup::collector(&args.collect)?;
     let probe_logs = logger.map(|logger| tokio::spawn(forward_probe_logs(logger)));
+    let cri = Arc::new(agent::cri::Cri::default());
+    let cri_task = tokio::spawn(cri.clone().run(args.cri.config()));
+    let collector = collector.with_names(cri, args.cri.policy());
     let exporter = Arc::new(Exporter::new(collector));
     let state = Arc::new(agent::http::AppState::new(
         agent::exposition::registry(exporter.clone()),
@@ -120,6 +123,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
     if let Some(task) = probe_logs {
         task.abort();
     }
+    cri_task.abort();
     // Dropping the exporter drops the eBPF object, which detaches every probe.
     drop(exporter);
     tracing::info!("probes detached; bye");

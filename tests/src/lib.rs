@@ -2,6 +2,8 @@
 //! user would, make cgroups and workloads, scrape it, and clean up after
 //! every test, also when it fails (everything here cleans up on drop).
 
+pub mod containerd;
+
 use std::{
     fs,
     io::Write as _,
@@ -600,6 +602,20 @@ fn own_v1_memory_cgroup() -> Option<String> {
     })
 }
 
+/// Where tests make cgroups: beneath this process's own v1 memory cgroup on
+/// hybrid hosts (so no process leaves the memory cgroup it started in), at
+/// the root on pure v2 ones. Without a trailing `/`.
+fn test_cgroup_prefix() -> String {
+    if pure_v2() {
+        String::new()
+    } else {
+        own_v1_memory_cgroup()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
 /// A directory tree made for a test in one hierarchy; removes what it made.
 struct MadeDirs {
     made: Vec<PathBuf>,
@@ -661,14 +677,9 @@ impl ContainerCgroup {
         let uid = "7c1e2d3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
         let container_id =
             format!("{:0>64}", format!("{:x}", std::process::id())).replace('0', "a");
-        let prefix = if pure_v2() {
-            String::new()
-        } else {
-            own_v1_memory_cgroup().unwrap_or_default()
-        };
         let label = format!(
             "{}/stallwatch-test-{}-{name}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{container_id}.scope",
-            prefix.trim_end_matches('/'),
+            test_cgroup_prefix(),
             std::process::id(),
             uid.replace('-', "_"),
         );

@@ -38,6 +38,8 @@ fn bad_flags_are_refused_with_the_flag_named() {
         ),
         (&["run", "--max-tcp-sockets", "10"][..], "--max-tcp-sockets"),
         (&["run", "--no-such-flag"][..], "--no-such-flag"),
+        (&["run", "--cri-timeout", "soon"][..], "--cri-timeout"),
+        (&["run", "--cri-sandboxes", "keep"][..], "--cri-sandboxes"),
         (&["fly"][..], "fly"),
     ] {
         let (code, text) = agent(args);

@@ -23,6 +23,15 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("wrk", "the TCP request load in the benchmark"),
     ("iproute2", "ip netns and tc, for the shaped-link TCP test"),
     ("tmux", "the terminal that the `agent top` test types into"),
+    (
+        "protobuf-compiler",
+        "protoc, which generates the CRI client (k8s-cri's build script)",
+    ),
+    (
+        "containerd",
+        "the container runtime the CRI test runs pods on",
+    ),
+    ("runc", "the OCI runtime under containerd"),
     ("busybox-static", "the VM tests' guest userland"),
     (
         "qemu-system-data",

@@ -65,6 +65,14 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "the_live_view_says_when_the_agent_cannot_be_reached_and_keeps_trying",
         "needs tmux",
     ),
+    (
+        "a_pods_series_carry_its_kubernetes_names_until_it_is_removed",
+        "needs containerd and runc",
+    ),
+    (
+        "a_runtime_that_goes_away_keeps_the_labels_and_is_reconnected",
+        "needs containerd and runc",
+    ),
 ];
 
 /// Size of the guest's scratch disk.

@@ -116,6 +116,8 @@ fn encode_view(
             .encode_gauge(&up)?;
     }
 
+    encode_cri(view, encoder)?;
+
     let mut metric = encoder.encode_descriptor(
         "stallwatch_map_full",
         "Inserts into a bounded eBPF map that failed because it was full: samples lost. Raise the map's size flag.",
@@ -514,6 +516,44 @@ fn encode_file_stats(
             Num::Int(n),
         )?;
     }
+    Ok(())
+}
+
+/// The container runtime: names of containers, and whether it answers.
+fn encode_cri(view: &View<'_>, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    let Some(health) = view.cri() else {
+        return Ok(());
+    };
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_container_info",
+        "1 for every container the container runtime names (container=\"POD\" is the pod's sandbox), with its image and runtime. cAdvisor: the image label of container_* series.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (labels, names) in view.named_containers() {
+        let image = names.image.as_deref().unwrap_or_default();
+        let set = With(
+            labels,
+            [("image", image), ("runtime", names.runtime.as_str())],
+        );
+        metric.encode_family(&set)?.encode_gauge(&1i64)?;
+    }
+    if let Some(up) = health.up {
+        let mut metric = encoder.encode_descriptor(
+            "stallwatch_cri_up",
+            "Whether the last call to the container runtime (CRI) succeeded; absent while no runtime socket is found.",
+            None,
+            MetricType::Gauge,
+        )?;
+        metric.encode_gauge(&i64::from(up))?;
+    }
+    let mut metric = encoder.encode_descriptor(
+        "stallwatch_cri_errors",
+        "Failed connections and calls to the container runtime (CRI); labels stay as last known meanwhile.",
+        None,
+        MetricType::Counter,
+    )?;
+    metric.encode_counter::<NoLabelSet, _, u64>(&health.errors, None)?;
     Ok(())
 }
 

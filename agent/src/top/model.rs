@@ -235,6 +235,10 @@ pub struct Row {
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
     pub systemd_unit: Option<String>,
+    /// Kubernetes names, when the agent has them from the container runtime.
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
     /// Indexed like [`Col::ALL`]; `values[0]` (the name) is unused.
     pub values: [Option<f64>; Col::ALL.len()],
 }
@@ -257,6 +261,9 @@ impl Row {
             container_id: None,
             pod_uid: None,
             systemd_unit: None,
+            namespace: None,
+            pod: None,
+            container: None,
             values: all,
         }
     }
@@ -289,10 +296,17 @@ pub struct Frame {
     pub rows: Vec<Row>,
 }
 
-/// The name a person knows a cgroup by: the systemd unit, or the pod and
-/// container ids (shortened), or its path.
+/// The name a person knows a cgroup by: `namespace/pod/container` from the
+/// container runtime, else the systemd unit, or the pod and container ids
+/// (shortened), or its path.
 pub fn display_name(c: &Container<'_>) -> String {
     let short = |id: &str, n: usize| id.chars().take(n).collect::<String>();
+    if let (Some(namespace), Some(pod)) = (&c.namespace, &c.pod) {
+        return match &c.container {
+            Some(container) => format!("{namespace}/{pod}/{container}"),
+            None => format!("{namespace}/{pod}"),
+        };
+    }
     match (&c.container_id, &c.pod_uid, &c.systemd_unit) {
         (Some(id), Some(pod), _) => format!("pod {}/{}", short(pod, 8), short(id, 12)),
         (Some(id), None, _) => short(id, 12),
@@ -570,6 +584,9 @@ fn row(c: &Container<'_>, p: Option<&Container<'_>>, seconds: Option<f64>, bound
         container_id: c.container_id.as_deref().map(str::to_owned),
         pod_uid: c.pod_uid.as_deref().map(str::to_owned),
         systemd_unit: c.systemd_unit.as_deref().map(str::to_owned),
+        namespace: c.namespace.as_deref().map(str::to_owned),
+        pod: c.pod.as_deref().map(str::to_owned),
+        container: c.container.as_deref().map(str::to_owned),
         values,
     }
 }

@@ -107,6 +107,9 @@ pub fn json(frame: &Frame, source: &str) -> Value {
             object.insert("container_id".into(), json!(row.container_id));
             object.insert("pod_uid".into(), json!(row.pod_uid));
             object.insert("systemd_unit".into(), json!(row.systemd_unit));
+            object.insert("namespace".into(), json!(row.namespace));
+            object.insert("pod".into(), json!(row.pod));
+            object.insert("container".into(), json!(row.container));
             for col in frame.columns.iter().filter(|c| **c != Col::Name) {
                 object.insert(col.json_key().into(), json!(row.value(*col)));
             }
