@@ -345,6 +345,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_runtime_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("slow.sock");
+        // Accepts connections, never speaks.
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let started = Instant::now();
+        let result = Client::connect(&path, Duration::from_millis(300)).await;
+        hold.abort();
+        let err = result.err().expect("no answer");
+        assert!(started.elapsed() < Duration::from_secs(3), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_socket_nobody_serves_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("containerd.sock");
