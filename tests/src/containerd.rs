@@ -169,19 +169,24 @@ state = "{d}/state"
         Ok(())
     }
 
-    /// Stops the daemon (SIGTERM); pods keep running under their shims.
-    pub fn stop(&mut self) {
+    /// Stops the daemon with `signal`; pods keep running under their shims.
+    fn signal(&mut self, signal: libc::c_int) {
         self.client = None;
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child's PID.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
             let _ = child.wait();
         }
     }
 
-    /// Starts the daemon again on the same state, as after a crash.
+    /// Kills the daemon (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    /// Starts the daemon again on the same state.
     pub fn restart(&mut self) {
-        self.stop();
+        self.signal(libc::SIGTERM);
         self.launch();
     }
 
@@ -445,7 +450,7 @@ impl Drop for Containerd {
                 }
             }
         }
-        self.stop();
+        self.signal(libc::SIGTERM);
         // Mounts containerd left (a pod's /dev/shm, a container's rootfs).
         if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
             let dir = self.dir.display().to_string();

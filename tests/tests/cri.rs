@@ -151,7 +151,7 @@ fn a_runtime_that_goes_away_keeps_the_labels_and_is_reconnected() {
         &agent.scrape_until(Duration::from_secs(30), named_sleeper)
     ));
 
-    containerd.stop();
+    containerd.kill();
     let scrape = agent.scrape_until(Duration::from_secs(20), |s| {
         s.value("stallwatch_cri_up", &[]) == Some(0.0)
     });
