@@ -3,6 +3,7 @@
 //! every test, also when it fails (everything here cleans up on drop).
 
 pub mod containerd;
+pub mod prometheus;
 
 use std::{
     fs,

@@ -73,6 +73,14 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "a_runtime_that_goes_away_keeps_the_labels_and_is_reconnected",
         "needs containerd and runc",
     ),
+    (
+        "the_rules_pass_promtool_and_their_unit_tests",
+        "needs promtool",
+    ),
+    (
+        "prometheus_records_the_throttled_ratio_of_a_throttled_pod",
+        "needs containerd, runc and prometheus",
+    ),
 ];
 
 /// Size of the guest's scratch disk.

@@ -1,0 +1,89 @@
+//! The Prometheus side: stallwatch's rules pass promtool's checks and unit
+//! tests, and, end to end, a real Prometheus scraping the agent records a
+//! throttled pod's throttled ratio from a real container runtime.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use stallwatch_tests::{
+    Agent,
+    containerd::Containerd,
+    privileged,
+    prometheus::{Prometheus, rules_dir},
+};
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(rules_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("running promtool (cargo xtask setup installs it): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_rules_pass_promtool_and_their_unit_tests() {
+    let checked = promtool(&["check", "rules", "stallwatch-rules.yaml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let tested = promtool(&["test", "rules", "stallwatch-rules_test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn prometheus_records_the_throttled_ratio_of_a_throttled_pod() {
+    if !privileged("prometheus end to end") {
+        return;
+    }
+    let mut containerd = Containerd::start();
+    let agent = Agent::start(&[
+        "--cri-socket",
+        &containerd.socket.display().to_string(),
+        "--cri-refresh-interval",
+        "1s",
+        "--cgroup-rescan-interval",
+        "1s",
+    ]);
+    let prometheus = Prometheus::scraping(agent.port);
+    let pod = containerd.run_pod("spinner-0", "e2e", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0");
+    containerd.start_container(
+        &pod,
+        "spinner",
+        &["/bin/busybox", "sh", "-c", "while :; do :; done"],
+        20_000,
+    );
+
+    let query = r#"namespace_pod_container:stallwatch_cpu_throttled_periods:ratio_rate5m{namespace="e2e",pod="spinner-0",container="spinner"}"#;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let ratio = loop {
+        let result = prometheus.query(query);
+        if let Some((_, v)) = result.first()
+            && *v > 0.5
+        {
+            break *v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no throttled ratio above 0.5 for the pod (last: {result:?});\nprometheus log:\n{}\nagent log:\n{}",
+                prometheus.log(),
+                agent.log()
+            );
+        }
+        thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("recorded throttled ratio: {ratio}");
+    assert!(ratio <= 1.0);
+    let per_pod = prometheus.query(r#"namespace_pod:stallwatch_cpu_throttled_periods:ratio_rate5m{namespace="e2e",pod="spinner-0"}"#);
+    assert!(
+        per_pod.first().is_some_and(|(_, v)| *v > 0.5),
+        "{per_pod:?}"
+    );
+}
