@@ -76,6 +76,33 @@ impl Agent {
 
     /// Starts `agent run` without waiting for readiness.
     pub fn spawn(extra_args: &[&str]) -> Self {
+        Self::spawn_with(extra_args, |_| {})
+    }
+
+    /// Starts `agent run` as root with only the capabilities `keep` (their
+    /// numbers, e.g. 39 for CAP_BPF) in its bounding set, so that they are
+    /// all it has, as in a container whose securityContext drops ALL and
+    /// adds those back. Does not wait for readiness.
+    pub fn spawn_with_capabilities(extra_args: &[&str], keep: &[u32]) -> Self {
+        let keep = keep.to_vec();
+        Self::spawn_with(extra_args, move |command| {
+            // SAFETY: the closure runs in the forked child before exec and
+            // calls only prctl(2), which is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(command, move || {
+                    // Root's capabilities after exec are its bounding set.
+                    for cap in 0..64u32 {
+                        if !keep.contains(&cap) {
+                            libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0);
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn spawn_with(extra_args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!(
             "stallwatch-agent-{}-{port}.log",
@@ -83,11 +110,14 @@ impl Agent {
         ));
         let log_file =
             fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let child = Command::new(agent_bin())
+        let mut command = Command::new(agent_bin());
+        command
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra_args)
             .stdout(Stdio::null())
-            .stderr(log_file)
+            .stderr(log_file);
+        configure(&mut command);
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", agent_bin().display()));
         Self {
@@ -161,6 +191,21 @@ impl Agent {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits for the agent to exit by itself, at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Sends SIGTERM and waits; returns the exit status and how long it took.

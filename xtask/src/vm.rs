@@ -81,6 +81,18 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "prometheus_records_the_throttled_ratio_of_a_throttled_pod",
         "needs containerd, runc and prometheus",
     ),
+    (
+        "every_manifest_is_a_kubernetes_kind_it_knows",
+        "reads the repository's deploy/",
+    ),
+    (
+        "the_daemonset_matches_what_the_agent_accepts",
+        "reads the repository's deploy/",
+    ),
+    (
+        "the_hpas_scale_on_metrics_the_adapter_serves_from_recorded_rules",
+        "reads the repository's deploy/",
+    ),
 ];
 
 /// Size of the guest's scratch disk.
