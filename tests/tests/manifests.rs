@@ -276,3 +276,28 @@ fn the_hpas_scale_on_metrics_the_adapter_serves_from_recorded_rules() {
         assert!(up < down, "{}: scale up faster than down", path.display());
     }
 }
+
+#[test]
+fn the_image_ships_the_binary_xtask_dist_builds_at_the_daemonsets_version() {
+    let containerfile = fs::read_to_string(deploy().join("Containerfile"))
+        .unwrap_or_else(|e| panic!("reading deploy/Containerfile: {e}"));
+    assert!(
+        containerfile.contains("COPY target/dist/agent /usr/local/bin/agent"),
+        "{containerfile}"
+    );
+    assert!(containerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/agent"]"#));
+    let version = Command::new(agent_bin())
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("running agent --version: {e}"));
+    let version = String::from_utf8_lossy(&version.stdout);
+    let version = version.split_whitespace().last().unwrap_or_default();
+    let docs = documents(&deploy().join("kubernetes"));
+    let (_, ds) = docs
+        .iter()
+        .find(|(_, d)| text(d, &["kind"]) == "DaemonSet")
+        .unwrap_or_else(|| panic!("no DaemonSet"));
+    let image = text(&ds["spec"]["template"]["spec"]["containers"][0], &["image"]);
+    assert_eq!(image, format!("stallwatch/agent:{version}"));
+    assert!(containerfile.contains(&format!("stallwatch/agent:{version}")));
+}

@@ -4,6 +4,7 @@
 //! - `run`:   set up, build, and run `agent run` with defaults.
 //! - `test`:  set up, build once, run unit and privileged tests.
 //! - `bench`: set up, build, and measure the agent's overhead.
+//! - `dist`:  set up, build, and copy the binary `deploy/Containerfile` ships.
 //!
 //! The eBPF build itself is not here: `agent/build.rs` does it, so a plain
 //! `cargo build` gives a self-contained `agent` binary.
@@ -51,6 +52,8 @@ enum Task {
     VmTest(vm::VmArgs),
     /// Measure a scrape, and the agent's overhead on context switches (against no agent and bpftrace) and on disk I/O (fio).
     Bench(bench::BenchArgs),
+    /// Set up, build, and copy the release binary to target/dist/agent, the file deploy/Containerfile copies.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +125,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             setup::run()?;
             let agent = build_agent(&root)?;
             bench::run(&root, &agent, &args)
+        }
+        Task::Dist => {
+            setup::run()?;
+            let agent = build_agent(&root)?;
+            let dist = root.join("target/dist");
+            std::fs::create_dir_all(&dist)
+                .with_context(|| format!("creating {}", dist.display()))?;
+            let shipped = dist.join("agent");
+            std::fs::copy(&agent, &shipped)
+                .with_context(|| format!("copying {} to {}", agent.display(), shipped.display()))?;
+            println!(
+                "xtask dist: {} (build the image from the repository root: \
+                 podman build -f deploy/Containerfile -t stallwatch/agent:{} .)",
+                shipped.display(),
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
         }
     }
 }

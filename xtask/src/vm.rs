@@ -93,6 +93,10 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "the_hpas_scale_on_metrics_the_adapter_serves_from_recorded_rules",
         "reads the repository's deploy/",
     ),
+    (
+        "the_image_ships_the_binary_xtask_dist_builds_at_the_daemonsets_version",
+        "reads the repository's deploy/",
+    ),
 ];
 
 /// Size of the guest's scratch disk.
