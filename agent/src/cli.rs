@@ -30,6 +30,58 @@ pub enum Command {
     Run(RunArgs),
     /// Show live what each container waits for, from the agent running on this node.
     Top(TopArgs),
+    /// Suggest CPU and memory requests and limits per container, from a Prometheus server's history of the agent's series.
+    Recommend(RecommendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// The Prometheus server that scrapes the agents (its HTTP API).
+    #[arg(long, env = "STALLWATCH_PROMETHEUS_URL")]
+    pub prometheus: String,
+
+    /// How much history to base the advice on (e.g. 7d, 24h).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub window: Duration,
+
+    /// Only containers of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// Rate window and step of the usage quantiles: at least two scrape intervals.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub resolution: Duration,
+
+    #[arg(long, value_enum, default_value_t = RecommendOutput::Table)]
+    pub output: RecommendOutput,
+
+    /// CPU request = p95 usage × (1 + this).
+    #[arg(long, default_value_t = 0.15)]
+    pub cpu_headroom: f64,
+
+    /// Memory request = p95 working set × (1 + this); limit = peak × (1 + this).
+    #[arg(long, default_value_t = 0.2)]
+    pub memory_headroom: f64,
+
+    /// A CPU limit is too low when throttled in more than this share of periods.
+    #[arg(long, default_value_t = 0.1)]
+    pub throttled_threshold: f64,
+
+    /// ... and the node has CPU to give when its run-queue p99 (other containers) is under this.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub runqueue_low: Duration,
+
+    /// Suggest removing a too-low CPU limit rather than raising it.
+    #[arg(long)]
+    pub remove_throttled_limits: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecommendOutput {
+    Table,
+    Json,
+    /// Strategic-merge patches for each container's owner, for kubectl patch.
+    Yaml,
 }
 
 #[derive(Debug, Args)]
@@ -245,7 +297,7 @@ pub enum LogFormat {
 const DEFAULT_RTT_INTERVAL: &str = "1s";
 const _: () = assert!(DEFAULT_RTT_INTERVAL_MS == 1_000);
 
-/// `250ms`, `10s`, `2m`.
+/// `250ms`, `10s`, `2m`, `6h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -259,7 +311,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+            ));
+        }
     };
     number
         .checked_mul(millis)
@@ -278,7 +336,9 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("10h").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(6 * 3_600)));
+        assert!(parse_duration("10w").is_err());
         assert!(parse_duration("99999999999999999999s").is_err());
     }
 

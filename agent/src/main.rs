@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Top(args) => agent::top::run(args),
+        Command::Recommend(args) => agent::recommend::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -169,6 +169,22 @@ state = "{d}/state"
         Ok(())
     }
 
+    /// An agent that names containers from this containerd, refreshing its
+    /// names and cgroups every second; `extra` are more flags.
+    pub fn agent(&self, extra: &[&str]) -> crate::Agent {
+        let socket = self.socket.display().to_string();
+        let mut args = vec![
+            "--cri-socket",
+            &socket,
+            "--cri-refresh-interval",
+            "1s",
+            "--cgroup-rescan-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        crate::Agent::start(&args)
+    }
+
     /// Stops the daemon with `signal`; pods keep running under their shims.
     fn signal(&mut self, signal: libc::c_int) {
         self.client = None;
@@ -325,13 +341,16 @@ state = "{d}/state"
     }
 
     /// `CreateContainer` + `StartContainer` of `command`, limited to
-    /// `cpu_quota_us` per 100 ms; returns the container id.
+    /// `cpu_quota_us` per 100 ms (0: no limit), with `cpu_shares` (the
+    /// kubelet's 1024 per requested core; 0: the runtime's default);
+    /// returns the container id.
     pub fn start_container(
         &mut self,
         pod: &Pod,
         name: &str,
         command: &[&str],
         cpu_quota_us: i64,
+        cpu_shares: i64,
     ) -> String {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
@@ -348,6 +367,7 @@ state = "{d}/state"
                 resources: Some(LinuxContainerResources {
                     cpu_period: 100_000,
                     cpu_quota: cpu_quota_us,
+                    cpu_shares,
                     ..LinuxContainerResources::default()
                 }),
                 ..LinuxContainerConfig::default()

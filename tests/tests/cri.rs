@@ -14,16 +14,7 @@ const POD: &str = "burner-7d9f8c6b5-x2x4q";
 const UID: &str = "5b1c0e3a-8f2d-4c6e-9a7b-1d3f5e7a9c2b";
 
 fn agent_for(containerd: &Containerd) -> Agent {
-    Agent::start(&[
-        "--cri-socket",
-        &containerd.socket.display().to_string(),
-        "--cri-refresh-interval",
-        "1s",
-        "--cri-grace",
-        "2s",
-        "--cgroup-rescan-interval",
-        "1s",
-    ])
+    containerd.agent(&["--cri-grace", "2s"])
 }
 
 fn named(container: &str) -> [(&'static str, &str); 3] {
@@ -55,6 +46,7 @@ fn a_pods_series_carry_its_kubernetes_names_until_it_is_removed() {
         "burner",
         &["/bin/busybox", "sh", "-c", "while :; do :; done"],
         20_000,
+        0,
     );
 
     let scrape = agent.scrape_until(Duration::from_secs(30), |s| has_cpu_of(s, "burner"));
@@ -145,7 +137,7 @@ fn a_runtime_that_goes_away_keeps_the_labels_and_is_reconnected() {
     let mut containerd = Containerd::start();
     let agent = agent_for(&containerd);
     let pod = containerd.run_pod(POD, NAMESPACE, UID);
-    containerd.start_container(&pod, "sleeper", &["/bin/busybox", "sleep", "600"], 0);
+    containerd.start_container(&pod, "sleeper", &["/bin/busybox", "sleep", "600"], 0, 0);
     let named_sleeper = |s: &Scrape| s.has("stallwatch_container_info", &named("sleeper"));
     assert!(named_sleeper(
         &agent.scrape_until(Duration::from_secs(30), named_sleeper)

@@ -9,7 +9,6 @@ use std::{
 };
 
 use stallwatch_tests::{
-    Agent,
     containerd::Containerd,
     privileged,
     prometheus::{Prometheus, rules_dir},
@@ -44,14 +43,7 @@ fn prometheus_records_the_throttled_ratio_of_a_throttled_pod() {
         return;
     }
     let mut containerd = Containerd::start();
-    let agent = Agent::start(&[
-        "--cri-socket",
-        &containerd.socket.display().to_string(),
-        "--cri-refresh-interval",
-        "1s",
-        "--cgroup-rescan-interval",
-        "1s",
-    ]);
+    let agent = containerd.agent(&[]);
     let prometheus = Prometheus::scraping(agent.port);
     let pod = containerd.run_pod("spinner-0", "e2e", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0");
     containerd.start_container(
@@ -59,6 +51,7 @@ fn prometheus_records_the_throttled_ratio_of_a_throttled_pod() {
         "spinner",
         &["/bin/busybox", "sh", "-c", "while :; do :; done"],
         20_000,
+        0,
     );
 
     let query = r#"namespace_pod_container:stallwatch_cpu_throttled_periods:ratio_rate5m{namespace="e2e",pod="spinner-0",container="spinner"}"#;

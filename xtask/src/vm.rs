@@ -82,6 +82,14 @@ const GUEST_SKIPS: &[(&str, &str)] = &[
         "needs containerd, runc and prometheus",
     ),
     (
+        "a_throttled_container_gets_a_higher_limit_and_an_idle_one_a_smaller_request",
+        "needs containerd, runc and prometheus",
+    ),
+    (
+        "a_prometheus_without_the_agents_series_is_a_clear_error",
+        "needs prometheus",
+    ),
+    (
         "every_manifest_is_a_kubernetes_kind_it_knows",
         "reads the repository's deploy/",
     ),

@@ -357,7 +357,10 @@ mod tests {
     #[test]
     fn an_error_keeps_the_last_frame_and_the_next_document_clears_it() {
         let mut app = app_with_two_documents();
-        app.on_fetch(Err(SourceError::BadUrl { url: "x".into() }));
+        app.on_fetch(Err(SourceError::Version {
+            url: "x".into(),
+            found: 2,
+        }));
         assert!(app.error.is_some());
         assert_eq!(app.shown.len(), 2);
         app.on_fetch(Ok(doc(14.0, &[("/busy", 5.0, 1)])));
