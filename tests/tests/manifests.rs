@@ -111,6 +111,76 @@ fn every_manifest_is_a_kubernetes_kind_it_knows() {
     }
 }
 
+/// `doc` read as Kubernetes type `T` (generated from the Kubernetes 1.33
+/// OpenAPI schema by k8s-openapi) and written back: a wrongly typed field
+/// fails to read, an unknown or misplaced one does not come back.
+fn through_schema<T>(doc: &Value) -> Result<Value, String>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_yaml::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    serde_yaml::to_value(&typed).map_err(|e| e.to_string())
+}
+
+/// The paths of `original`'s fields that `round_trip` lacks or changed.
+fn lost(original: &Value, round_trip: &Value, at: &str, out: &mut Vec<String>) {
+    match (original, round_trip) {
+        (Value::Mapping(a), Value::Mapping(b)) => {
+            for (key, value) in a {
+                let name = key.as_str().unwrap_or("?");
+                match b.get(key) {
+                    Some(other) => lost(value, other, &format!("{at}.{name}"), out),
+                    None if value.is_null() => {}
+                    None => out.push(format!("{at}.{name}")),
+                }
+            }
+        }
+        (Value::Sequence(a), Value::Sequence(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                lost(x, y, &format!("{at}[{i}]"), out);
+            }
+        }
+        // Numbers written as strings (quantities, ports by name) are kept as written.
+        (a, b) if a == b => {}
+        (Value::Number(a), Value::String(b)) if a.to_string() == *b => {}
+        _ => out.push(format!("{at} ({original:?} became {round_trip:?})")),
+    }
+}
+
+#[test]
+fn every_kubernetes_object_is_valid_for_the_kubernetes_1_33_schema() {
+    use k8s_openapi::api::{apps, autoscaling, core};
+    let docs: Vec<_> = [deploy().join("kubernetes"), deploy().join("hpa")]
+        .iter()
+        .flat_map(|d| documents(d))
+        .collect();
+    let mut checked = 0;
+    for (path, doc) in &docs {
+        let round_trip = match text(doc, &["kind"]) {
+            "Namespace" => through_schema::<core::v1::Namespace>(doc),
+            "ServiceAccount" => through_schema::<core::v1::ServiceAccount>(doc),
+            "Service" => through_schema::<core::v1::Service>(doc),
+            "DaemonSet" => through_schema::<apps::v1::DaemonSet>(doc),
+            "HorizontalPodAutoscaler" => {
+                through_schema::<autoscaling::v2::HorizontalPodAutoscaler>(doc)
+            }
+            // Not Kubernetes' own: the operator's CRD and kustomize.
+            "PodMonitor" | "Kustomization" => continue,
+            other => panic!("{}: no schema for {other}", path.display()),
+        };
+        let round_trip = round_trip.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut missing = Vec::new();
+        lost(doc, &round_trip, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{}: not in the schema: {missing:?}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked} objects checked");
+}
+
 #[test]
 fn the_daemonset_matches_what_the_agent_accepts() {
     let docs = documents(&deploy().join("kubernetes"));
