@@ -79,6 +79,33 @@ impl Agent {
         Self::spawn_with(extra_args, |_| {})
     }
 
+    /// Mounts tracefs at `/sys/kernel/tracing` if it is not there (the VM
+    /// guests boot without it), as a DaemonSet's hostPath mount provides it:
+    /// an agent without CAP_SYS_ADMIN cannot mount it itself.
+    pub fn ensure_tracefs() {
+        let tracing = Path::new("/sys/kernel/tracing");
+        if tracing.join("events").is_dir() {
+            return;
+        }
+        let (source, target, fstype) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
+        // SAFETY: valid C strings; mounting tracefs where the kernel expects it.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mounting tracefs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Starts `agent run` as root with only the capabilities `keep` (their
     /// numbers, e.g. 39 for CAP_BPF) in its bounding set, so that they are
     /// all it has, as in a container whose securityContext drops ALL and
