@@ -1,5 +1,7 @@
-//! stallwatch's agent: probes, cgroup readers, identity, collection and
-//! exposition. The `agent` binary (`main.rs`) is the command line over it.
+//! stallwatch's agent: probes, cgroup readers, identity (cgroup paths and
+//! the container runtime), collection, exposition and the JSON API, and the
+//! `top` and `recommend` tools over them. The `agent` binary (`main.rs`) is
+//! the command line over it.
 
 pub mod api;
 pub mod block_devices;

@@ -2,7 +2,8 @@
 //!
 //! `agent run` loads the probes, scans the cgroup tree and serves Prometheus
 //! metrics and the JSON API until SIGTERM or SIGINT; `agent top` shows a
-//! running agent's view live. Errors reach the user here, with context.
+//! running agent's view live; `agent recommend` turns a Prometheus server's
+//! history of the agents' series into requests and limits. Errors reach the user here, with context.
 //! The pieces live in the library (`lib.rs`), so benchmarks can use them.
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
