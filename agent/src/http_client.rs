@@ -143,8 +143,9 @@ impl HttpClient {
         stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
         write!(
             stream,
-            "GET {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: stallwatch\r\n\r\n",
-            self.prefix, self.authority
+            "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\nUser-Agent: stallwatch\r\n\r\n",
+            self.path(path_and_query),
+            self.authority
         )
         .map_err(io_err)?;
         self.buffer.clear();

@@ -177,18 +177,7 @@ impl Agent {
     }
 
     pub fn get_with(&self, path: &str, accept: Option<&str>) -> Result<(u16, String), String> {
-        let mut request = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port));
-        if let Some(accept) = accept {
-            request = request.header("Accept", accept);
-        }
-        let config = request.config().http_status_as_error(false).build();
-        let mut response = config.call().map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        Ok((status, body))
+        http_get(&format!("http://127.0.0.1:{}{path}", self.port), accept)
     }
 
     /// Scrapes /metrics in the Prometheus text format.
@@ -274,6 +263,22 @@ fn signal(child: &Child, sig: i32) {
         // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
         unsafe { libc::kill(pid, sig) };
     }
+}
+
+/// `GET url` → (status, body), any status; with an `Accept` header if given.
+pub fn http_get(url: &str, accept: Option<&str>) -> Result<(u16, String), String> {
+    let mut request = ureq::get(url);
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    let config = request.config().http_status_as_error(false).build();
+    let mut response = config.call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
 }
 
 pub fn free_port() -> u16 {

@@ -70,16 +70,8 @@ impl Prometheus {
         prometheus
     }
 
-    fn get(&self, path_and_query: &str) -> Result<(u16, String), String> {
-        let request = ureq::get(&format!("http://127.0.0.1:{}{path_and_query}", self.port));
-        let config = request.config().http_status_as_error(false).build();
-        let mut response = config.call().map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        Ok((status, body))
+    fn get(&self, path: &str) -> Result<(u16, String), String> {
+        crate::http_get(&format!("http://127.0.0.1:{}{path}", self.port), None)
     }
 
     /// The values of an instant query's result series, with their labels.

@@ -66,28 +66,32 @@ impl Queries {
 
     const BY: &'static str = "namespace, pod, container, instance";
 
-    /// `over` is the opening of a `*_over_time(` call, closed here.
+    /// `over` (the opening of a `*_over_time(` call, closed here) of the
+    /// per-container expression `inner`, sampled every step over the window.
+    fn over_window(&self, over: &str, inner: &str) -> String {
+        let Self { window, step, .. } = self;
+        format!("{over}{inner}[{window}:{step}])")
+    }
+
     fn usage(&self, over: &str) -> String {
-        let Self {
-            selector,
-            window,
-            step,
-        } = self;
-        format!(
-            "{over}sum by ({by}) (rate(stallwatch_cpu_usage_seconds_total{{{selector}}}[{step}]))[{window}:{step}])",
-            by = Self::BY
+        let Self { selector, step, .. } = self;
+        self.over_window(
+            over,
+            &format!(
+                "sum by ({by}) (rate(stallwatch_cpu_usage_seconds_total{{{selector}}}[{step}]))",
+                by = Self::BY
+            ),
         )
     }
 
     fn working_set(&self, over: &str) -> String {
-        let Self {
-            selector,
-            window,
-            step,
-        } = self;
-        format!(
-            "{over}max by ({by}) (stallwatch_memory_working_set_bytes{{{selector}}})[{window}:{step}])",
-            by = Self::BY
+        let Self { selector, .. } = self;
+        self.over_window(
+            over,
+            &format!(
+                "max by ({by}) (stallwatch_memory_working_set_bytes{{{selector}}})",
+                by = Self::BY
+            ),
         )
     }
 
