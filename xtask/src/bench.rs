@@ -27,12 +27,20 @@ const RUNQLAT_BT: &str = include_str!("runqlat.bt");
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Rounds of (none, agent, bpftrace).
+    /// Context switches: rounds of (none, agent, bpftrace).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
-    /// Measurement time per condition and round, in seconds.
+    /// Context switches: measurement time per condition and round; disk and
+    /// TCP: the run that counts the probes' own time. In seconds.
     #[arg(long, default_value_t = 5)]
     pub measurement_secs: u32,
+    /// Disk and TCP: windows with the agent per arm and load (each between
+    /// two without it).
+    #[arg(long, default_value_t = 40)]
+    pub windows: u32,
+    /// Disk and TCP: length of a window, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub window_ms: u64,
     /// Port the agent listens on during the benchmark (loopback only).
     #[arg(long, default_value_t = 19740)]
     pub port: u16,
@@ -313,7 +321,7 @@ pub(crate) fn start_agent(
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", agent.display()))?;
-    let started = Started {
+    let mut started = Started {
         child,
         signal: libc::SIGTERM,
     };
@@ -321,7 +329,11 @@ pub(crate) fn start_agent(
     let url = format!("http://127.0.0.1:{port}/readyz");
     while Instant::now() < deadline {
         if ureq::get(&url).call().is_ok() {
-            return Ok(started);
+            // Another agent on the port would answer too.
+            return match started.child.try_wait() {
+                Ok(None) => Ok(started),
+                _ => bail!("the agent exited at start: is another one listening on {url}?"),
+            };
         }
         thread::sleep(Duration::from_millis(100));
     }

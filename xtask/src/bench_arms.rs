@@ -1,16 +1,28 @@
-//! One load measured under several arms (no agent, one signal's probes, the
-//! whole agent) in the same run: each round runs every arm once, in rotating
-//! order, and gives each arm's ratio to the same round's run without the
-//! agent, so the machine's drift between rounds cancels. The report is the
-//! median ratio per arm.
+//! A load measured with the agent switched on and off while it runs.
+//!
+//! The load (fio, iperf3, wrk) runs without a break; the agent is started
+//! and stopped around it, and a counter of the load's work (reads the
+//! device completed, bytes loopback carried, responses served) is read at
+//! the edges of short windows: one without the agent, one with an arm's
+//! agent, one without, one with the next arm's, and so on. Each window with
+//! the agent is compared with the mean of the windows just before and just
+//! after it, so the machine's drift (this VM's disk doubles its speed over
+//! minutes, and its neighbours come and go) cancels, and neither the load's
+//! start-up nor the agent's is ever timed. The report is the median ratio
+//! per arm, with a distribution-free 95 % confidence interval for it, and
+//! whether the whole interval clears the load's goal: on a machine this
+//! noisy, a median alone can land on either side of a goal a few percent
+//! wide by chance.
 
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::bench::{BenchArgs, Started, median, start_agent};
 
@@ -20,15 +32,29 @@ pub type Arm = (&'static str, Option<&'static [&'static str]>);
 /// A load, higher is better (IOPS, bits/s, requests/s).
 pub struct Load<'a> {
     pub name: &'static str,
-    /// What `measure` returns, e.g. `IOPS`.
+    /// What a rate of `done` is, e.g. `IOPS`.
     pub unit: &'static str,
-    /// Runs the load once and returns its throughput.
-    pub measure: Box<dyn FnMut() -> anyhow::Result<f64> + 'a>,
+    /// The lowest acceptable ratio of throughput with the agent to
+    /// throughput without it (e.g. 0.97: at most 3 % lost).
+    pub goal: f64,
+    /// Starts the load, to run until the process is dropped.
+    pub start: Box<dyn FnMut() -> anyhow::Result<Started> + 'a>,
+    /// The load's work so far, in `unit` × seconds (reads, bits, responses).
+    pub done: Box<dyn FnMut() -> anyhow::Result<f64> + 'a>,
 }
 
-/// Measures every load under every arm, `args.rounds` times, and prints each
-/// run and the medians. `check` runs while the agent of an arm still runs,
-/// to prove its probes saw the load.
+/// One window: its arm, the load's rate, and its rate per busy CPU-second.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    arm: usize,
+    rate: f64,
+    per_busy: f64,
+}
+
+/// Measures every load under every arm, `args.windows` windows each, and
+/// prints each window and the medians. `arms[0]` must be the arm without
+/// the agent. `check` runs while the agent of an arm still runs, to prove
+/// its probes saw the load.
 pub fn compare(
     part: &str,
     agent: &Path,
@@ -37,64 +63,184 @@ pub fn compare(
     loads: &mut [Load<'_>],
     check: impl Fn(u16) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    // [load][arm] → (throughput, throughput per busy CPU-second) of the arm
-    // over the same round's first arm's.
-    let mut ratios: Vec<Vec<[Vec<f64>; 2]>> =
-        vec![vec![[Vec::new(), Vec::new()]; arms.len()]; loads.len()];
-    for round in 0..args.rounds as usize {
-        for (l, load) in loads.iter_mut().enumerate() {
-            let mut measured = vec![[0.0; 2]; arms.len()];
-            let mut order: Vec<usize> = (0..arms.len()).collect();
-            order.rotate_left((round + l) % arms.len());
-            for arm in order {
-                let (arm_name, flags) = arms[arm];
-                let started = match flags {
-                    Some(flags) => Some(start_agent(agent, args.port, "auto", flags)?),
-                    None => None,
-                };
-                let busy_before = busy_cpu_seconds()?;
-                let value = (load.measure)()?;
-                let busy = busy_cpu_seconds()? - busy_before;
-                if started.is_some() {
-                    check(args.port)?;
-                }
-                drop(started);
-                println!(
-                    "xtask bench: {part} round {} {:<14} {arm_name:>14}: {value:.0} {}, {busy:.2} CPU-s busy",
-                    round + 1,
-                    load.name,
-                    load.unit,
-                );
-                measured[arm] = [value, value / busy.max(1e-3)];
-            }
-            for arm in 1..arms.len() {
-                for k in 0..2 {
-                    ratios[l][arm][k].push(measured[arm][k] / measured[0][k]);
-                }
-            }
-        }
-    }
-    if args.rounds == 0 {
+    if args.windows == 0 {
         return Ok(());
     }
-    println!();
-    for (l, load) in loads.iter().enumerate() {
-        for (arm, (arm_name, _)) in arms.iter().enumerate().skip(1) {
-            for (k, what) in ["", " per busy CPU-second"].iter().enumerate() {
-                let series = &mut ratios[l][arm][k];
-                let rounds: Vec<String> = series.iter().map(|r| format!("{r:.3}")).collect();
-                let m = median(series);
+    let window = Duration::from_millis(args.window_ms);
+    for load in loads.iter_mut() {
+        let mut running = (load.start)()?;
+        // Caches (the host's, under a VM's disk), CPU frequency and the
+        // load generator's own start-up settle before anything counts.
+        thread::sleep(WARM_UP);
+        let mut windows = vec![measure(load, &mut running, 0, window)?];
+        for round in 0..args.windows {
+            for (arm, (arm_name, flags)) in arms.iter().enumerate().skip(1) {
+                let flags = flags.context("only the first arm runs without the agent")?;
+                let started = start_agent(agent, args.port, "auto", flags)?;
+                thread::sleep(SETTLE);
+                let with = measure(load, &mut running, arm, window)?;
+                check(args.port)?;
+                drop(started);
+                thread::sleep(SETTLE);
+                let without = measure(load, &mut running, 0, window)?;
+                let before = windows.last().map_or(f64::NAN, |w| w.rate);
                 println!(
-                    "{}{what} {arm_name} / without, {}: median {m:.3} ({:+.1} %); rounds: {}",
-                    load.unit,
+                    "xtask bench: {part} {:<14} window {:>3} {arm_name:>14}: {:.0} {} ({:.3} of the windows around it)",
                     load.name,
-                    (m - 1.0) * 100.0,
-                    rounds.join(" ")
+                    round + 1,
+                    with.rate,
+                    load.unit,
+                    with.rate / ((before + without.rate) / 2.0),
+                );
+                windows.push(with);
+                windows.push(without);
+            }
+        }
+        drop(running);
+        report(load, arms, &windows);
+    }
+    Ok(())
+}
+
+/// Prints, per arm, the median ratio of its windows to their neighbours.
+fn report(load: &Load<'_>, arms: &[Arm], windows: &[Window]) {
+    let off = windows.iter().filter(|w| w.arm == 0);
+    let (n, sum) = off.fold((0usize, 0.0), |(n, s), w| (n + 1, s + w.rate));
+    println!(
+        "{}: {:.0} {} without the agent on average over {n} windows",
+        load.name,
+        sum / n.max(1) as f64,
+        load.unit
+    );
+    for (arm, (arm_name, _)) in arms.iter().enumerate().skip(1) {
+        for (k, what) in ["", " per busy CPU-second"].iter().enumerate() {
+            let value = |w: &Window| if k == 0 { w.rate } else { w.per_busy };
+            let mut ratios = neighbour_ratios(windows, arm, value);
+            let m = median(&mut ratios);
+            let interval = match median_interval(&ratios) {
+                Some((lo, hi)) => format!(", 95 % CI {lo:.3}–{hi:.3}"),
+                None => String::new(),
+            };
+            println!(
+                "{}{what} {arm_name} / without, {}: median {m:.3} ({:+.1} %){interval} over {} windows",
+                load.unit,
+                load.name,
+                (m - 1.0) * 100.0,
+                ratios.len(),
+            );
+            if k == 0 {
+                println!(
+                    "  goal: at least {:.3} ({:.0} % lost at most): {}",
+                    load.goal,
+                    (1.0 - load.goal) * 100.0,
+                    verdict(&ratios, load.goal).describe()
                 );
             }
         }
     }
-    Ok(())
+}
+
+/// Each window of `arm` over the mean of the windows on either side of it
+/// (windows without the agent, by construction), by `value`.
+fn neighbour_ratios(windows: &[Window], arm: usize, value: impl Fn(&Window) -> f64) -> Vec<f64> {
+    windows
+        .windows(3)
+        .filter(|w| w[1].arm == arm)
+        .map(|w| value(&w[1]) / ((value(&w[0]) + value(&w[2])) / 2.0))
+        .filter(|r| r.is_finite())
+        .collect()
+}
+
+/// Counts the load's work over one window.
+fn measure(
+    load: &mut Load<'_>,
+    running: &mut Started,
+    arm: usize,
+    window: Duration,
+) -> anyhow::Result<Window> {
+    let (done_before, busy_before, start) = ((load.done)()?, busy_cpu_seconds()?, Instant::now());
+    thread::sleep(window);
+    let (done, busy, secs) = (
+        (load.done)()? - done_before,
+        busy_cpu_seconds()? - busy_before,
+        start.elapsed().as_secs_f64(),
+    );
+    if let Some(status) = running.child.try_wait().context("checking on the load")? {
+        bail!("{} stopped during the benchmark: {status}", load.name);
+    }
+    if done <= 0.0 {
+        bail!("{} did no work for {secs:.1} s", load.name);
+    }
+    Ok(Window {
+        arm,
+        rate: done / secs,
+        per_busy: done / busy.max(1e-3),
+    })
+}
+
+/// How long a load runs before its first window.
+const WARM_UP: Duration = Duration::from_secs(3);
+
+/// How long the load runs after the agent starts or stops before a window
+/// begins: loading, first scan and exit are never timed.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A distribution-free confidence interval of at least 95 % for the median
+/// of `sorted` (ascending): the order statistics `k` and `n + 1 - k` for
+/// the largest `k` with `P(Binomial(n, 1/2) < k) <= 2.5 %`. `None` below
+/// six values, where no such `k` exists.
+pub fn median_interval(sorted: &[f64]) -> Option<(f64, f64)> {
+    let n = sorted.len();
+    // P(X <= j) for X ~ Binomial(n, 1/2), accumulated term by term.
+    let mut term = 0.5f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut k = 0;
+    for j in 0..n {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    if k == 0 {
+        return None;
+    }
+    Some((sorted[k - 1], sorted[n - k]))
+}
+
+/// Where a load's goal stands against the interval of its median ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The whole interval is at or above the goal.
+    Met,
+    /// The whole interval is below it.
+    Missed,
+    /// The interval straddles it: more windows, or a quieter machine.
+    NotShown,
+    /// Too few windows for an interval.
+    TooFewRounds,
+}
+
+impl Verdict {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Met => "met (the whole interval is at or above it)",
+            Self::Missed => "missed (the whole interval is below it)",
+            Self::NotShown => "not shown (the interval straddles it)",
+            Self::TooFewRounds => "not shown (six windows at least give an interval)",
+        }
+    }
+}
+
+/// The verdict on `goal` for the ratios `sorted` (ascending).
+pub fn verdict(sorted: &[f64], goal: f64) -> Verdict {
+    match median_interval(sorted) {
+        None => Verdict::TooFewRounds,
+        Some((lo, _)) if lo >= goal => Verdict::Met,
+        Some((_, hi)) if hi < goal => Verdict::Missed,
+        Some(_) => Verdict::NotShown,
+    }
 }
 
 /// CPU time the machine has spent busy (user, nice, system, irq, softirq),
@@ -202,6 +348,53 @@ fn program_stats(pid: u32) -> anyhow::Result<Vec<ProgramStats>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window(arm: usize, rate: f64) -> Window {
+        Window {
+            arm,
+            rate,
+            per_busy: rate / 2.0,
+        }
+    }
+
+    #[test]
+    fn a_window_with_the_agent_is_compared_with_its_two_neighbours() {
+        // Without the agent the load speeds up 100 → 200 → 300; each arm's
+        // window is 10 % below the mean of the windows around it.
+        let windows = [
+            window(0, 100.0),
+            window(1, 135.0),
+            window(0, 200.0),
+            window(2, 225.0),
+            window(0, 300.0),
+        ];
+        let ratios = |arm| neighbour_ratios(&windows, arm, |w| w.rate);
+        assert_eq!(ratios(1), vec![0.9]);
+        assert_eq!(ratios(2), vec![0.9]);
+        assert_eq!(neighbour_ratios(&windows, 1, |w| w.per_busy), vec![0.9]);
+        assert!(ratios(3).is_empty());
+    }
+
+    #[test]
+    fn median_interval_uses_the_binomial_order_statistics() {
+        let values: Vec<f64> = (1..=16).map(f64::from).collect();
+        // n = 16: P(X <= 3) = 1.06 %, P(X <= 4) = 3.84 %, so k = 4.
+        assert_eq!(median_interval(&values), Some((4.0, 13.0)));
+        let values: Vec<f64> = (1..=6).map(f64::from).collect();
+        // n = 6: P(X = 0) = 1.56 %, P(X <= 1) = 10.9 %, so k = 1.
+        assert_eq!(median_interval(&values), Some((1.0, 6.0)));
+        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+        assert_eq!(median_interval(&[]), None);
+    }
+
+    #[test]
+    fn a_goal_is_met_only_when_the_whole_interval_clears_it() {
+        let steady: Vec<f64> = (0..16).map(|i| 0.98 + f64::from(i) * 0.001).collect();
+        assert_eq!(verdict(&steady, 0.97), Verdict::Met);
+        assert_eq!(verdict(&steady, 0.99), Verdict::NotShown);
+        assert_eq!(verdict(&steady, 1.0), Verdict::Missed);
+        assert_eq!(verdict(&steady[..5], 0.5), Verdict::TooFewRounds);
+    }
 
     #[test]
     fn busy_time_leaves_out_idle_iowait_and_steal() {

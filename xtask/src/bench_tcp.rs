@@ -2,18 +2,25 @@
 //! loads on loopback, where nothing but the CPU limits them, so every
 //! per-packet cost shows.
 //!
-//! - `iperf3` streams for a fixed time: throughput, few large packets.
+//! - `iperf3` streams: throughput, few large packets; the bits loopback
+//!   received in a window, from its interface counters.
 //! - `wrk` sends small HTTP requests over 16 keep-alive connections to a
 //!   minimal server in this process: requests per second, one small packet
-//!   each way per request, and an RTT update per ACK.
+//!   each way per request, and an RTT update per ACK; the responses the
+//!   server sent in a window.
 //!
-//! Arms and report as in [`crate::bench_arms`]: without the agent, with the
-//! TCP probes alone, and with the whole agent.
+//! Each runs without a break while the agent, with its TCP probes alone or
+//! whole, is switched on and off around it ([`crate::bench_arms`]).
 
 use std::{
+    fs,
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
     time::Duration,
 };
@@ -31,6 +38,9 @@ const ARMS: [Arm; 3] = [
     ("whole agent", Some(&[])),
 ];
 
+/// Issue #6's bar: the agent costs at most 5 % of either load.
+const GOAL: f64 = 0.95;
+
 /// Loopback ports of the loads' servers, beside the agent's.
 const IPERF_PORT: u16 = 19751;
 
@@ -38,23 +48,30 @@ pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     let _iperf = start_iperf_server()?;
     let http = TcpListener::bind("127.0.0.1:0").context("binding the HTTP server")?;
     let http_port = http.local_addr().context("the HTTP server's port")?.port();
-    thread::spawn(move || serve_http(http));
+    let responses = Arc::new(AtomicU64::new(0));
+    let served = Arc::clone(&responses);
+    thread::spawn(move || serve_http(http, &served));
 
-    let secs = args.measurement_secs;
     let mut loads = vec![
         Load {
             name: "iperf3 stream",
             unit: "bit/s",
-            measure: Box::new(move || iperf3(secs)),
+            goal: GOAL,
+            start: Box::new(|| start_load(iperf3_command(24 * 3600), "iperf3 -c")),
+            done: Box::new(|| loopback_rx_bytes().map(|bytes| bytes * 8.0)),
         },
         Load {
             name: "wrk requests",
             unit: "requests/s",
-            measure: Box::new(move || wrk(http_port, secs)),
+            goal: GOAL,
+            start: Box::new(move || start_load(wrk_command(http_port, 24 * 3600), "wrk")),
+            done: Box::new(|| Ok(responses.load(Ordering::Relaxed) as f64)),
         },
     ];
     println!(
-        "tcp loads: iperf3 -c 127.0.0.1 (bits/s) and wrk -t2 -c16 on a keep-alive HTTP server (requests/s), {secs} s per run"
+        "tcp loads: iperf3 -c 127.0.0.1 (bits/s received by lo) and wrk -t2 -c16 on a keep-alive HTTP server \
+         (responses/s), {} ms windows",
+        args.window_ms
     );
     bench_arms::compare("tcp", agent, args, &ARMS, &mut loads, |port| {
         if scraped_sum(port, "stallwatch_network_packets_total")? == 0 {
@@ -135,10 +152,8 @@ fn listening(port: u16) -> bool {
 
 /// One iperf3 stream for `secs` seconds: the bits per second received.
 fn iperf3(secs: u32) -> anyhow::Result<f64> {
-    let mut iperf3 = Command::new("iperf3");
-    iperf3
-        .args(["-c", "127.0.0.1", "-p", &IPERF_PORT.to_string(), "-J"])
-        .args(["-t", &secs.to_string()]);
+    let mut iperf3 = iperf3_command(secs);
+    iperf3.arg("-J");
     bench_arms::json_number(
         &mut iperf3,
         "iperf3 -c",
@@ -146,36 +161,52 @@ fn iperf3(secs: u32) -> anyhow::Result<f64> {
     )
 }
 
-/// wrk on the HTTP server for `secs` seconds: requests per second.
-fn wrk(port: u16, secs: u32) -> anyhow::Result<f64> {
-    let output = Command::new("wrk")
-        .args(["-t2", "-c16", &format!("-d{secs}s")])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running wrk (cargo xtask setup installs it)")?;
-    if !output.status.success() {
-        bail!("wrk failed: {}", output.status);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    if let Some(errors) = text.lines().find(|l| l.contains("Non-2xx")) {
-        bail!("wrk got errors: {errors}");
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("wrk printed no Requests/sec:\n{text}"))
+/// An iperf3 stream to the server of [`start_iperf_server`] for `secs`.
+fn iperf3_command(secs: u32) -> Command {
+    let mut iperf3 = Command::new("iperf3");
+    iperf3
+        .args(["-c", "127.0.0.1", "-p", &IPERF_PORT.to_string()])
+        .args(["-t", &secs.to_string()]);
+    iperf3
+}
+
+/// wrk on the HTTP server on `port` for `secs` seconds.
+fn wrk_command(port: u16, secs: u32) -> Command {
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t2", "-c16", &format!("-d{secs}s")])
+        .arg(format!("http://127.0.0.1:{port}/"));
+    wrk
+}
+
+/// Starts `command`, a load that runs until it is stopped.
+fn start_load(mut command: Command, what: &str) -> anyhow::Result<Started> {
+    let child = command
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {what} (cargo xtask setup installs it)"))?;
+    Ok(Started::new(child, libc::SIGTERM))
+}
+
+/// Bytes the loopback interface has received, from its counters.
+fn loopback_rx_bytes() -> anyhow::Result<f64> {
+    const RX_BYTES: &str = "/sys/class/net/lo/statistics/rx_bytes";
+    let text = fs::read_to_string(RX_BYTES).with_context(|| format!("reading {RX_BYTES}"))?;
+    text.trim()
+        .parse::<u64>()
+        .map(|bytes| bytes as f64)
+        .with_context(|| format!("{RX_BYTES} holds {text:?}, not a count"))
 }
 
 /// A minimal HTTP/1.1 keep-alive server: a thread per connection, the same
-/// short response to every request.
-fn serve_http(listener: TcpListener) {
+/// short response to every request, counted in `responses`.
+fn serve_http(listener: TcpListener, responses: &Arc<AtomicU64>) {
     for stream in listener.incoming().flatten() {
-        thread::spawn(move || answer(stream));
+        let responses = Arc::clone(responses);
+        thread::spawn(move || answer(stream, &responses));
     }
 }
 
-fn answer(mut stream: TcpStream) {
+fn answer(mut stream: TcpStream, responses: &AtomicU64) {
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
     let mut buf = [0u8; 4096];
     let mut filled = 0;
@@ -192,6 +223,7 @@ fn answer(mut stream: TcpStream) {
             if stream.write_all(RESPONSE).is_err() {
                 return;
             }
+            responses.fetch_add(1, Ordering::Relaxed);
             buf.copy_within(end + 4..filled, 0);
             filled -= end + 4;
         }
