@@ -12,7 +12,7 @@
 //! per arm, with a distribution-free 95 % confidence interval for it, and
 //! whether the whole interval clears the load's goal: on a machine this
 //! noisy, a median alone can land on either side of a goal a few percent
-//! wide by chance.
+//! wide by chance. A control arm ([`CONTROL`]) checks the method itself.
 
 use std::{
     fs,
@@ -28,6 +28,13 @@ use crate::bench::{BenchArgs, Started, median, start_agent};
 
 /// An arm: its name, and the agent's flags (`None`: no agent).
 pub type Arm = (&'static str, Option<&'static [&'static str]>);
+
+/// The control arm: the agent with only the reclaim probes, which fire on
+/// direct and cgroup reclaim, never under these loads. It is started,
+/// loaded, stopped and unloaded like every other arm, so its ratio is the
+/// method's own bias on this machine (an A/A comparison): it should come
+/// out at 1, within its interval.
+pub const CONTROL: Arm = ("control", Some(&["--probes", "reclaim"]));
 
 /// A load, higher is better (IOPS, bits/s, requests/s).
 pub struct Load<'a> {
@@ -53,8 +60,8 @@ struct Window {
 
 /// Measures every load under every arm, `args.windows` windows each, and
 /// prints each window and the medians. `arms[0]` must be the arm without
-/// the agent. `check` runs while the agent of an arm still runs, to prove
-/// its probes saw the load.
+/// the agent. `check` runs while the agent of an arm (but the control's)
+/// still runs, to prove its probes saw the load.
 pub fn compare(
     part: &str,
     agent: &Path,
@@ -79,7 +86,10 @@ pub fn compare(
                 let started = start_agent(agent, args.port, "auto", flags)?;
                 thread::sleep(SETTLE);
                 let with = measure(load, &mut running, arm, window)?;
-                check(args.port)?;
+                // The control's probes see nothing of the load, by design.
+                if *arm_name != CONTROL.0 {
+                    check(args.port)?;
+                }
                 drop(started);
                 thread::sleep(SETTLE);
                 let without = measure(load, &mut running, 0, window)?;
@@ -128,7 +138,18 @@ fn report(load: &Load<'_>, arms: &[Arm], windows: &[Window]) {
                 (m - 1.0) * 100.0,
                 ratios.len(),
             );
-            if k == 0 {
+            if k == 0 && *arm_name == CONTROL.0 {
+                println!(
+                    "  control: {}",
+                    match median_interval(&ratios) {
+                        Some((lo, hi)) if lo <= 1.0 && 1.0 <= hi =>
+                            "unbiased (the interval holds 1)",
+                        Some(_) =>
+                            "BIASED: the interval misses 1, so read every ratio above with that in mind",
+                        None => "too few windows for an interval",
+                    }
+                );
+            } else if k == 0 {
                 println!(
                     "  goal: at least {:.3} ({:.0} % lost at most): {}",
                     load.goal,

@@ -32,11 +32,14 @@ const WORKLOADS: [(&str, &str, u32); 2] =
 
 /// (name, the agent's extra flags, or no agent). The disk probes alone are
 /// what this signal costs; the whole agent adds the run-queue probes, which
-/// fire on the context switches every synchronous request makes.
-const ARMS: [Arm; 3] = [
+/// fire on the context switches every synchronous request makes. The
+/// control loads and unloads the agent like the others, with only probes
+/// that this load never fires ([`bench_arms::CONTROL`]).
+const ARMS: [Arm; 4] = [
     ("no-tracing", None),
     ("disk probes", Some(&["--probes", "disk"])),
     ("whole agent", Some(&[])),
+    bench_arms::CONTROL,
 ];
 
 pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {

@@ -32,10 +32,13 @@ use crate::{
     bench_arms::{self, Arm, Load},
 };
 
-const ARMS: [Arm; 3] = [
+/// As in [`crate::bench_disk`]: without the agent, with this signal's
+/// probes, with the whole agent, and the control.
+const ARMS: [Arm; 4] = [
     ("no-tracing", None),
     ("tcp probes", Some(&["--probes", "tcp"])),
     ("whole agent", Some(&[])),
+    bench_arms::CONTROL,
 ];
 
 /// Issue #6's bar: the agent costs at most 5 % of either load.
