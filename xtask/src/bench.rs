@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the agent's overhead on its hot paths, and the cost
-//! of a scrape. The disk part is in `bench_disk.rs`.
+//! of a scrape. The disk and TCP parts, which switch the agent around a
+//! running load (`bench_arms.rs`), are in `bench_disk.rs` and `bench_tcp.rs`.
 //!
 //! Runs the criterion benchmark `agent/benches/context_switch.rs` (a pipe
 //! ping-pong: two wakeups and two context switches per round trip) in

@@ -240,7 +240,7 @@ pub enum Verdict {
     /// The interval straddles it: more windows, or a quieter machine.
     NotShown,
     /// Too few windows for an interval.
-    TooFewRounds,
+    TooFewWindows,
 }
 
 impl Verdict {
@@ -249,7 +249,7 @@ impl Verdict {
             Self::Met => "met (the whole interval is at or above it)",
             Self::Missed => "missed (the whole interval is below it)",
             Self::NotShown => "not shown (the interval straddles it)",
-            Self::TooFewRounds => "not shown (six windows at least give an interval)",
+            Self::TooFewWindows => "not shown (six windows at least give an interval)",
         }
     }
 }
@@ -257,7 +257,7 @@ impl Verdict {
 /// The verdict on `goal` for the ratios `sorted` (ascending).
 pub fn verdict(sorted: &[f64], goal: f64) -> Verdict {
     match median_interval(sorted) {
-        None => Verdict::TooFewRounds,
+        None => Verdict::TooFewWindows,
         Some((lo, _)) if lo >= goal => Verdict::Met,
         Some((_, hi)) if hi < goal => Verdict::Missed,
         Some(_) => Verdict::NotShown,
@@ -414,7 +414,7 @@ mod tests {
         assert_eq!(verdict(&steady, 0.97), Verdict::Met);
         assert_eq!(verdict(&steady, 0.99), Verdict::NotShown);
         assert_eq!(verdict(&steady, 1.0), Verdict::Missed);
-        assert_eq!(verdict(&steady[..5], 0.5), Verdict::TooFewRounds);
+        assert_eq!(verdict(&steady[..5], 0.5), Verdict::TooFewWindows);
     }
 
     #[test]
