@@ -264,6 +264,17 @@ pub fn verdict(sorted: &[f64], goal: f64) -> Verdict {
     }
 }
 
+/// The first number in a counter file such as a block device's `stat`
+/// (reads completed) or an interface's `rx_bytes`.
+pub fn first_number(path: &Path) -> anyhow::Result<f64> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse::<u64>().ok())
+        .map(|n| n as f64)
+        .with_context(|| format!("{} does not start with a count", path.display()))
+}
+
 /// CPU time the machine has spent busy (user, nice, system, irq, softirq),
 /// in seconds, from `/proc/stat`: not idle, not waiting for I/O, and not
 /// stolen by the hypervisor for its other guests, so work per busy

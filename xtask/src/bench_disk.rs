@@ -59,7 +59,8 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                 unit: "IOPS",
                 goal: GOAL,
                 start: Box::new(move || start_fio(file, engine, depth)),
-                done: Box::new(move || reads_completed(stat)),
+                // Reads completed: the first field of the device's `stat`.
+                done: Box::new(move || bench_arms::first_number(stat)),
             }
         })
         .collect();
@@ -95,16 +96,6 @@ fn device_stat(file: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(stat)
-}
-
-/// Reads completed so far, the first field of a block device's `stat`.
-fn reads_completed(stat: &Path) -> anyhow::Result<f64> {
-    let text = fs::read_to_string(stat).with_context(|| format!("reading {}", stat.display()))?;
-    text.split_whitespace()
-        .next()
-        .and_then(|f| f.parse::<u64>().ok())
-        .map(|reads| reads as f64)
-        .with_context(|| format!("{} does not start with a count of reads", stat.display()))
 }
 
 /// fio reading `file` at random until it is stopped.

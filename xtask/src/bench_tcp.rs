@@ -13,9 +13,9 @@
 //! whole, is switched on and off around it ([`crate::bench_arms`]).
 
 use std::{
-    fs,
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
+    path::Path,
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -44,6 +44,9 @@ const ARMS: [Arm; 4] = [
 /// Issue #6's bar: the agent costs at most 5 % of either load.
 const GOAL: f64 = 0.95;
 
+/// Bytes the loopback interface has received.
+const LO_RX_BYTES: &str = "/sys/class/net/lo/statistics/rx_bytes";
+
 /// Loopback ports of the loads' servers, beside the agent's.
 const IPERF_PORT: u16 = 19751;
 
@@ -61,7 +64,9 @@ pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
             unit: "bit/s",
             goal: GOAL,
             start: Box::new(|| start_load(iperf3_command(24 * 3600), "iperf3 -c")),
-            done: Box::new(|| loopback_rx_bytes().map(|bytes| bytes * 8.0)),
+            done: Box::new(|| {
+                bench_arms::first_number(Path::new(LO_RX_BYTES)).map(|bytes| bytes * 8.0)
+            }),
         },
         Load {
             name: "wrk requests",
@@ -188,16 +193,6 @@ fn start_load(mut command: Command, what: &str) -> anyhow::Result<Started> {
         .spawn()
         .with_context(|| format!("starting {what} (cargo xtask setup installs it)"))?;
     Ok(Started::new(child, libc::SIGTERM))
-}
-
-/// Bytes the loopback interface has received, from its counters.
-fn loopback_rx_bytes() -> anyhow::Result<f64> {
-    const RX_BYTES: &str = "/sys/class/net/lo/statistics/rx_bytes";
-    let text = fs::read_to_string(RX_BYTES).with_context(|| format!("reading {RX_BYTES}"))?;
-    text.trim()
-        .parse::<u64>()
-        .map(|bytes| bytes as f64)
-        .with_context(|| format!("{RX_BYTES} holds {text:?}, not a count"))
 }
 
 /// A minimal HTTP/1.1 keep-alive server: a thread per connection, the same
