@@ -7,11 +7,10 @@
 
 use crate::{CgroupId, histogram::Histogram};
 
-/// Per-(cgroup, device, op) [`DiskSeries`]: latency issue → complete, and
-/// counters; cgroup [`UNMATCHED`] counts completions whose start was not seen.
+/// Per-(cgroup, device, op) [`DiskSeries`]: latency issue → complete, time
+/// queued insert → issue, and counters; cgroup [`UNMATCHED`] counts
+/// completions whose start was not seen.
 pub const SERIES_MAP: &str = "DISK_SERIES";
-/// Per-(cgroup, device, op) histograms of time queued, insert → issue.
-pub const QUEUE_MAP: &str = "DISK_QUEUE";
 /// Requests inserted or issued and not yet completed: an array of
 /// [`InFlight`] slots, two per bucket, found by [`bucket_of`].
 pub const INFLIGHT_MAP: &str = "DISK_INFLIGHT";
@@ -94,14 +93,26 @@ pub struct InFlight {
     /// The cgroup that submitted it.
     pub cgroup: CgroupId,
     /// `bpf_ktime_get_ns()` at `block_rq_insert`, 0 if it was not inserted.
+    /// A request the driver re-issues without a new insert has this moved
+    /// forward by the time since its first issue, so that `issued_ns -
+    /// inserted_ns` stays its time queued.
     pub inserted_ns: u64,
-    /// `bpf_ktime_get_ns()` at `block_rq_issue`, 0 until issued.
+    /// `bpf_ktime_get_ns()` at the last `block_rq_issue`, 0 until issued.
     pub issued_ns: u64,
 }
 
 impl InFlight {
     pub const fn is_free(&self) -> bool {
         self.inserted_ns == 0 && self.issued_ns == 0
+    }
+
+    /// Time queued in the block layer, insert → issue; `None` for a request
+    /// issued directly (or not issued at all), which has no queue sample.
+    pub const fn queued_ns(&self) -> Option<u64> {
+        if self.inserted_ns == 0 || self.issued_ns == 0 {
+            return None;
+        }
+        Some(self.issued_ns.saturating_sub(self.inserted_ns))
     }
 
     /// When the request was last seen: the later of insert and issue.
@@ -144,14 +155,17 @@ pub struct DiskKey {
     pub op: u32,
 }
 
-/// One (cgroup, device, op)'s completed requests: their latency, and how
-/// many there were, their bytes and how many failed. Kept together so a
-/// completion updates one map value.
+/// One (cgroup, device, op)'s completed requests: their latency and time
+/// queued, and how many there were, their bytes and how many failed. Kept
+/// together so that a request updates one map value, once, at completion.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskSeries {
     /// Issue → complete, of the requests whose issue was seen.
     pub latency: Histogram,
+    /// Insert → issue, of the requests the block layer queued (empty where
+    /// every request is issued directly).
+    pub queue: Histogram,
     pub requests: u64,
     pub bytes: u64,
     pub errors: u64,
@@ -160,6 +174,7 @@ pub struct DiskSeries {
 impl DiskSeries {
     pub const ZERO: Self = Self {
         latency: Histogram::ZERO,
+        queue: Histogram::ZERO,
         requests: 0,
         bytes: 0,
         errors: 0,
@@ -176,7 +191,6 @@ pub struct BlockFields {
     pub insert_sector: u32,
     pub issue_dev: u32,
     pub issue_sector: u32,
-    pub issue_rwbs: u32,
     pub merge_dev: u32,
     pub merge_sector: u32,
     pub complete_dev: u32,
@@ -192,7 +206,6 @@ impl BlockFields {
         insert_sector: 0,
         issue_dev: 0,
         issue_sector: 0,
-        issue_rwbs: 0,
         merge_dev: 0,
         merge_sector: 0,
         complete_dev: 0,
@@ -295,6 +308,26 @@ mod tests {
             // 1,024 requests over 2,048 buckets: few may share one.
             assert!(used.len() > 700, "stride {stride}: {} buckets", used.len());
         }
+    }
+
+    fn in_flight(inserted_ns: u64, issued_ns: u64) -> InFlight {
+        InFlight {
+            request: RequestKey {
+                dev: 254 << 20,
+                _pad: 0,
+                sector: 8,
+            },
+            cgroup: 1,
+            inserted_ns,
+            issued_ns,
+        }
+    }
+
+    #[test]
+    fn only_a_request_inserted_then_issued_has_a_queue_time() {
+        assert_eq!(in_flight(1_000, 4_000).queued_ns(), Some(3_000));
+        assert_eq!(in_flight(0, 4_000).queued_ns(), None, "issued directly");
+        assert_eq!(in_flight(1_000, 0).queued_ns(), None, "never issued");
     }
 
     #[test]

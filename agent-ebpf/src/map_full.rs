@@ -19,28 +19,25 @@ pub enum MapId {
     ReclaimStart = 2,
     /// Per-cgroup reclaim stall histograms (`RECLAIM_HIST`).
     ReclaimHist = 3,
-    /// Per-cgroup disk latency histograms and counters (`DISK_SERIES`).
+    /// Per-cgroup disk histograms and counters (`DISK_SERIES`).
     DiskSeries = 4,
-    /// Per-cgroup disk queue-time histograms (`DISK_QUEUE`).
-    DiskQueue = 5,
     /// Disk requests in flight (`DISK_INFLIGHT`).
-    DiskInflight = 6,
+    DiskInflight = 5,
     /// Per-cgroup TCP histograms and counters (`TCP_SERIES`).
-    TcpSeries = 7,
+    TcpSeries = 6,
     /// TCP sockets followed (`TCP_SOCKETS`).
-    TcpSockets = 8,
+    TcpSockets = 7,
     /// Per-cgroup traffic counters (`NET_TRAFFIC`).
-    NetTraffic = 9,
+    NetTraffic = 8,
 }
 
 impl MapId {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 9] = [
         Self::RunqTasks,
         Self::RunqHist,
         Self::ReclaimStart,
         Self::ReclaimHist,
         Self::DiskSeries,
-        Self::DiskQueue,
         Self::DiskInflight,
         Self::TcpSeries,
         Self::TcpSockets,
@@ -55,7 +52,6 @@ impl MapId {
             Self::ReclaimStart => crate::reclaim::START_MAP,
             Self::ReclaimHist => crate::reclaim::HIST_MAP,
             Self::DiskSeries => crate::disk::SERIES_MAP,
-            Self::DiskQueue => crate::disk::QUEUE_MAP,
             Self::DiskInflight => crate::disk::INFLIGHT_MAP,
             Self::TcpSeries => crate::tcp::SERIES_MAP,
             Self::TcpSockets => crate::tcp::SOCKETS_MAP,

@@ -175,9 +175,12 @@ impl View<'_> {
         self.disk_rows(&self.disk.series)
     }
 
-    /// Disk queue-time histograms, as [`Self::disk_series`].
+    /// Disk queue-time histograms, as [`Self::disk_series`], of the series
+    /// that have any: where every request is issued directly, none.
     pub fn disk_queue(&self) -> impl Iterator<Item = DiskRow<'_, Histogram>> {
-        self.disk_rows(&self.disk.queue)
+        self.disk_series()
+            .filter(|(_, _, _, series)| series.queue.count() > 0)
+            .map(|(labels, device, op, series)| (labels, device, op, &series.queue))
     }
 
     /// Completions whose start was not seen: (device name, op, requests).

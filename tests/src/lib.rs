@@ -956,6 +956,20 @@ impl Scratch {
         scratch
     }
 
+    /// The disk's I/O scheduler, e.g. `mq-deadline`, or `none`.
+    pub fn scheduler(&self) -> String {
+        let path = format!("/sys/class/block/{}/queue/scheduler", self.disk);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        // "none [mq-deadline] kyber": the one in brackets is in use.
+        let chosen = text
+            .split_whitespace()
+            .find_map(|s| s.strip_prefix('[')?.strip_suffix(']'))
+            .or_else(|| text.split_whitespace().next());
+        chosen
+            .unwrap_or_else(|| panic!("{path}: {text:?}"))
+            .to_owned()
+    }
+
     fn at(path: PathBuf, is_file: bool) -> Self {
         Self {
             path,

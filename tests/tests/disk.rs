@@ -8,6 +8,7 @@ use std::time::Duration;
 use stallwatch_tests::{Agent, Bpftrace, Scrape, Scratch, TestCgroup, Workload, privileged};
 
 const LATENCY: &str = "stallwatch_disk_io_latency_seconds";
+const QUEUE: &str = "stallwatch_disk_io_queue_seconds";
 const REQUESTS: &str = "stallwatch_disk_io_requests_total";
 const BYTES: &str = "stallwatch_disk_io_bytes_total";
 const UNMATCHED: &str = "stallwatch_disk_io_unmatched_total";
@@ -50,6 +51,7 @@ fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
             ("op", op),
         ]
     };
+    let scheduler = scratch.scheduler();
     let scrape = agent.scrape_until(Duration::from_secs(10), |s| {
         s.histogram_where(LATENCY, &of("read"))
             .is_some_and(|h| h.count >= BLOCKS as u64)
@@ -93,6 +95,31 @@ fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
             0.0,
             "{op}: a request took over 1 s: {hist:?}"
         );
+
+        let queued = scrape.histogram_where(QUEUE, &of(op));
+        let queued_count = queued.as_ref().map_or(0, |q| q.count);
+        eprintln!("{op}: {queued_count} queue samples ({scheduler})");
+        if scheduler == "none" {
+            // Requests may be issued directly: no sample, not a zero one.
+            assert!(
+                queued_count <= hist.count,
+                "{op}: {queued_count} queue samples for {} requests",
+                hist.count
+            );
+        } else {
+            // An I/O scheduler queues every request before it is issued.
+            assert_eq!(
+                queued_count, hist.count,
+                "{op}: with {scheduler}, every request has a queue time"
+            );
+        }
+        if let Some(queued) = queued {
+            assert_eq!(
+                queued.fraction_above(1.073741824),
+                0.0,
+                "{op}: a request waited over 1 s in the queue: {queued:?}"
+            );
+        }
     }
     let idle_series: Vec<&str> = scrape
         .text

@@ -10,14 +10,14 @@
 //!   sighting. Both run in the submitting task's context (`submit_bio()`, or
 //!   the flush of the task's plug), so the current cgroup is the submitter's;
 //!   it is recorded in [`DISK_INFLIGHT`].
-//! - `block_rq_issue` (handed to the driver) after an insert adds the time
-//!   queued to `DISK_QUEUE`; a request issued directly has no queue sample,
-//!   not a zero one.
+//! - `block_rq_issue` (handed to the driver) notes the time in the entry.
 //! - `block_rq_complete` runs in interrupt context, where `current` is
 //!   unrelated: the entry says whose request it was. Issue → complete, the
-//!   request, its bytes and an error go to the cgroup's `DISK_SERIES`. A
-//!   completion without an entry (the agent started mid-flight, the map was
-//!   full) is counted under cgroup [`UNMATCHED`], never given a latency.
+//!   time queued (insert → issue), the request, its bytes and an error go to
+//!   the cgroup's `DISK_SERIES`, in one map update per request. A request
+//!   issued directly has no queue sample, not a zero one. A completion
+//!   without an entry (the agent started mid-flight, the map was full) is
+//!   counted under cgroup [`UNMATCHED`], never given a latency.
 //! - `block_rq_merge` drops the entry of a request merged into another: it
 //!   will never complete by itself. A request requeued by its driver keeps
 //!   its entry, and its cgroup, when a kernel worker inserts it again.
@@ -37,7 +37,6 @@ use agent_ebpf::{
         BlockFields, DEFAULT_MAX_INFLIGHT, DiskKey, DiskSeries, InFlight, OP_FLUSH, RECORD_PREFIX,
         RequestKey, UNMATCHED, bucket_of, op_from_rwbs,
     },
-    histogram::Histogram,
     map_full::MapId,
 };
 use aya_ebpf::{
@@ -62,10 +61,6 @@ static DISK_INFLIGHT_MASK: u32 = DEFAULT_MAX_INFLIGHT - 1;
 
 #[map(name = "DISK_SERIES")]
 static DISK_SERIES: HashMap<DiskKey, DiskSeries> =
-    HashMap::with_max_entries(agent_ebpf::runqueue::DEFAULT_MAX_CGROUPS, 0);
-
-#[map(name = "DISK_QUEUE")]
-static DISK_QUEUE: HashMap<DiskKey, Histogram> =
     HashMap::with_max_entries(agent_ebpf::runqueue::DEFAULT_MAX_CGROUPS, 0);
 
 /// A zeroed series to insert from (too large for the BPF stack).
@@ -266,8 +261,7 @@ fn rq_insert(ctx: &TracePointContext) -> Option<()> {
 
 fn rq_issue(ctx: &TracePointContext) -> Option<()> {
     let f = fields();
-    let record = Record::read(ctx)?;
-    let key = record.request(f.issue_dev, f.issue_sector)?;
+    let key = Record::read(ctx)?.request(f.issue_dev, f.issue_sector)?;
     let issued = now();
     let Some(entry) = find(&key) else {
         start(ctx, key, 0, issued);
@@ -275,25 +269,14 @@ fn rq_issue(ctx: &TracePointContext) -> Option<()> {
     };
     // SAFETY: `entry` points into a live map value; a request is issued by
     // one CPU at a time.
-    let (inserted, was_issued, cgroup) = unsafe {
-        let seen = ((*entry).inserted_ns, (*entry).issued_ns, (*entry).cgroup);
+    unsafe {
+        let (inserted, was_issued) = ((*entry).inserted_ns, (*entry).issued_ns);
+        // Re-issued without a new insert (the driver was busy): the time
+        // queued is still insert → first issue.
+        if inserted != 0 && was_issued != 0 {
+            (*entry).inserted_ns = inserted.saturating_add(issued.saturating_sub(was_issued));
+        }
         (*entry).issued_ns = issued;
-        seen
-    };
-    // A re-issue without a new insert has no new queue sample.
-    if inserted != 0 && was_issued == 0 {
-        let series = DiskKey {
-            cgroup,
-            dev: key.dev,
-            op: record.op(f.issue_rwbs)?,
-        };
-        hist::record(
-            ctx,
-            &DISK_QUEUE,
-            &series,
-            issued.saturating_sub(inserted),
-            MapId::DiskQueue,
-        );
     }
     Some(())
 }
@@ -335,6 +318,7 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
     let latency = started
         .filter(|entry| entry.issued_ns != 0)
         .map(|entry| done.saturating_sub(entry.issued_ns));
+    let queued = started.and_then(|entry| entry.queued_ns());
     let zero = DISK_SERIES_ZERO.get(0)?;
     let value = hist::get_or_insert(ctx, &DISK_SERIES, &series, zero, MapId::DiskSeries)?;
     // SAFETY: `value` points into a live hash map value whose fields are only
@@ -342,6 +326,9 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
     unsafe {
         if let Some(ns) = latency {
             hist::add(&mut (*value).latency, ns);
+        }
+        if let Some(ns) = queued {
+            hist::add(&mut (*value).queue, ns);
         }
         crate::atomic_add(&mut (*value).requests, 1);
         crate::atomic_add(&mut (*value).bytes, u64::from(nr_sector) * 512);

@@ -3,10 +3,7 @@
 //! probes, and reads the per-(cgroup, device, op) histograms and counters
 //! when scraped.
 
-use agent_ebpf::{
-    disk::{BlockFields, DiskKey, DiskSeries, QUEUE_MAP, RECORD_PREFIX, SERIES_MAP},
-    histogram::Histogram,
-};
+use agent_ebpf::disk::{BlockFields, DiskKey, DiskSeries, RECORD_PREFIX, SERIES_MAP};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
@@ -36,7 +33,7 @@ pub fn field_offsets(tracefs: &Tracefs) -> Result<BlockFields, TracefsError> {
 
 /// Takes the fields of one block event into `fields`, checking their sizes:
 /// the probes read a 4-byte `dev_t`, an 8-byte `sector_t`, a 4-byte count and
-/// error, and the first 2 bytes of `rwbs`.
+/// error, and the first 2 bytes of `rwbs` at completion.
 pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), TracefsError> {
     const DEV: &[u32] = &[4];
     const SECTOR: &[u32] = &[8];
@@ -61,10 +58,7 @@ pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), T
     };
     match format.name.as_str() {
         "block_rq_insert" => (fields.insert_dev, fields.insert_sector) = dev_sector()?,
-        "block_rq_issue" => {
-            (fields.issue_dev, fields.issue_sector) = dev_sector()?;
-            fields.issue_rwbs = offset("rwbs", RWBS)?;
-        }
+        "block_rq_issue" => (fields.issue_dev, fields.issue_sector) = dev_sector()?,
         "block_rq_merge" => (fields.merge_dev, fields.merge_sector) = dev_sector()?,
         "block_rq_complete" => {
             (fields.complete_dev, fields.complete_sector) = dev_sector()?;
@@ -89,55 +83,42 @@ pub fn attach(ebpf: &mut Ebpf, fields: &Result<BlockFields, String>) -> Result<(
 #[derive(Debug, Default)]
 pub struct DiskRead {
     pub series: Vec<(DiskKey, DiskSeries)>,
-    pub queue: Vec<(DiskKey, Histogram)>,
 }
 
 impl DiskRead {
     pub fn clear(&mut self) {
-        let Self { series, queue } = self;
-        series.clear();
-        queue.clear();
+        self.series.clear();
     }
 
-    /// Every key read, in both maps (may repeat).
+    /// Every key read.
     pub fn keys(&self) -> impl Iterator<Item = DiskKey> + '_ {
-        let Self { series, queue } = self;
-        series
-            .iter()
-            .map(|(k, _)| *k)
-            .chain(queue.iter().map(|(k, _)| *k))
+        self.series.iter().map(|(k, _)| *k)
     }
 
     /// Keeps the rows of the cgroups for which `keep` is true.
     pub fn retain_cgroups(&mut self, keep: impl Fn(agent_ebpf::CgroupId) -> bool) {
-        let Self { series, queue } = self;
-        series.retain(|(k, _)| keep(k.cgroup));
-        queue.retain(|(k, _)| keep(k.cgroup));
+        self.series.retain(|(k, _)| keep(k.cgroup));
     }
 }
 
 pub struct DiskMaps {
     series: HashMap<MapData, DiskKey, DiskSeries>,
-    queue: HashMap<MapData, DiskKey, Histogram>,
 }
 
 impl DiskMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, LoadError> {
         Ok(Self {
             series: take_map(ebpf, SERIES_MAP)?,
-            queue: take_map(ebpf, QUEUE_MAP)?,
         })
     }
 
     /// Appends every series to `out`.
     pub fn read_into(&self, out: &mut DiskRead) -> Result<(), MapError> {
-        super::read_entries(&self.queue, &mut out.queue)?;
         super::read_entries(&self.series, &mut out.series)
     }
 
     /// Drops the series of `key` (a cgroup that no longer exists).
     pub fn forget(&mut self, key: &DiskKey) -> Result<(), MapError> {
-        super::remove_entry(&mut self.queue, key)?;
         super::remove_entry(&mut self.series, key)
     }
 }
@@ -177,7 +158,6 @@ mod tests {
                 insert_sector: 16,
                 issue_dev: 8,
                 issue_sector: 16,
-                issue_rwbs: 34,
                 merge_dev: 8,
                 merge_sector: 16,
                 complete_dev: 8,
@@ -219,7 +199,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{kernel}: {e}"));
             }
             assert_ne!(fields.complete_error, fields.complete_nr_sector, "{kernel}");
-            assert_ne!(fields.issue_rwbs, fields.issue_sector, "{kernel}");
+            assert_ne!(fields.complete_rwbs, fields.complete_sector, "{kernel}");
             kernels += 1;
         }
         assert!(kernels >= 7, "only {kernels} fixture kernels");

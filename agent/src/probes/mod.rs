@@ -165,7 +165,6 @@ impl Probes {
             )
             // One entry per cgroup, device and op doing disk I/O.
             .map_max_entries(agent_ebpf::disk::SERIES_MAP, options.max_cgroups)
-            .map_max_entries(agent_ebpf::disk::QUEUE_MAP, options.max_cgroups)
             .map_max_entries(
                 agent_ebpf::disk::INFLIGHT_MAP,
                 agent_ebpf::disk::inflight_slots(options.max_disk_inflight),
