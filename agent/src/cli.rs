@@ -133,8 +133,8 @@ pub struct CollectArgs {
     pub max_tasks: u32,
 
     /// Capacity of each per-cgroup histogram map: cgroups with samples at once (for disk I/O: cgroup, device and op combinations).
-    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency, twice that for reclaim stalls, about 1 KiB per entry for disk I/O,
-    /// 900 bytes for TCP, and 32 bytes per CPU for traffic; overflow is counted in stallwatch_map_full_total.
+    /// Preallocated: 480 bytes of kernel memory per cgroup for run-queue latency, twice that for reclaim stalls, about 900 bytes per entry
+    /// for disk I/O and for TCP, and 32 bytes per CPU for traffic; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_CGROUPS", default_value_t = DEFAULT_MAX_CGROUPS,
           value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub max_cgroups: u32,
