@@ -127,12 +127,13 @@ fn report(load: &Load<'_>, arms: &[Arm], windows: &[Window]) {
             let value = |w: &Window| if k == 0 { w.rate } else { w.per_busy };
             let mut ratios = neighbour_ratios(windows, arm, value);
             let m = median(&mut ratios);
-            let interval = match median_interval(&ratios) {
+            let interval = median_interval(&ratios);
+            let shown = match interval {
                 Some((lo, hi)) => format!(", 95 % CI {lo:.3}–{hi:.3}"),
                 None => String::new(),
             };
             println!(
-                "{}{what} {arm_name} / without, {}: median {m:.3} ({:+.1} %){interval} over {} windows",
+                "{}{what} {arm_name} / without, {}: median {m:.3} ({:+.1} %){shown} over {} windows",
                 load.unit,
                 load.name,
                 (m - 1.0) * 100.0,
@@ -141,7 +142,7 @@ fn report(load: &Load<'_>, arms: &[Arm], windows: &[Window]) {
             if k == 0 && *arm_name == CONTROL.0 {
                 println!(
                     "  control: {}",
-                    match median_interval(&ratios) {
+                    match interval {
                         Some((lo, hi)) if lo <= 1.0 && 1.0 <= hi =>
                             "unbiased (the interval holds 1)",
                         Some(_) =>
@@ -262,6 +263,16 @@ pub fn verdict(sorted: &[f64], goal: f64) -> Verdict {
         Some((_, hi)) if hi < goal => Verdict::Missed,
         Some(_) => Verdict::NotShown,
     }
+}
+
+/// Starts `command`, a load that runs until it is stopped (`what` names it
+/// in errors).
+pub fn start_load(mut command: Command, what: &str) -> anyhow::Result<Started> {
+    let child = command
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {what} (cargo xtask setup installs it)"))?;
+    Ok(Started::new(child, libc::SIGTERM))
 }
 
 /// The first number in a counter file such as a block device's `stat`

@@ -13,13 +13,13 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench::{BenchArgs, Started, scraped_sum},
+    bench::{BenchArgs, scraped_sum},
     bench_arms::{self, Arm, Load},
 };
 
@@ -58,7 +58,9 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
                 name,
                 unit: "IOPS",
                 goal: GOAL,
-                start: Box::new(move || start_fio(file, engine, depth)),
+                start: Box::new(move || {
+                    bench_arms::start_load(fio_command(file, engine, depth, 24 * 3600), "fio")
+                }),
                 // Reads completed: the first field of the device's `stat`.
                 done: Box::new(move || bench_arms::first_number(stat)),
             }
@@ -96,15 +98,6 @@ fn device_stat(file: &Path) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(stat)
-}
-
-/// fio reading `file` at random until it is stopped.
-fn start_fio(file: &Path, engine: &str, depth: u32) -> anyhow::Result<Started> {
-    let child = fio_command(file, engine, depth, 24 * 3600)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting fio (cargo xtask setup installs it)")?;
-    Ok(Started::new(child, libc::SIGTERM))
 }
 
 /// The disk probes' own run time per request, as the kernel counts it with

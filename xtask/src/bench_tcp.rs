@@ -63,7 +63,7 @@ pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
             name: "iperf3 stream",
             unit: "bit/s",
             goal: GOAL,
-            start: Box::new(|| start_load(iperf3_command(24 * 3600), "iperf3 -c")),
+            start: Box::new(|| bench_arms::start_load(iperf3_command(24 * 3600), "iperf3 -c")),
             done: Box::new(|| {
                 bench_arms::first_number(Path::new(LO_RX_BYTES)).map(|bytes| bytes * 8.0)
             }),
@@ -72,7 +72,9 @@ pub fn run(agent: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
             name: "wrk requests",
             unit: "requests/s",
             goal: GOAL,
-            start: Box::new(move || start_load(wrk_command(http_port, 24 * 3600), "wrk")),
+            start: Box::new(move || {
+                bench_arms::start_load(wrk_command(http_port, 24 * 3600), "wrk")
+            }),
             done: Box::new(|| Ok(responses.load(Ordering::Relaxed) as f64)),
         },
     ];
@@ -184,15 +186,6 @@ fn wrk_command(port: u16, secs: u32) -> Command {
     wrk.args(["-t2", "-c16", &format!("-d{secs}s")])
         .arg(format!("http://127.0.0.1:{port}/"));
     wrk
-}
-
-/// Starts `command`, a load that runs until it is stopped.
-fn start_load(mut command: Command, what: &str) -> anyhow::Result<Started> {
-    let child = command
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {what} (cargo xtask setup installs it)"))?;
-    Ok(Started::new(child, libc::SIGTERM))
 }
 
 /// A minimal HTTP/1.1 keep-alive server: a thread per connection, the same
