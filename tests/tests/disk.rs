@@ -12,6 +12,8 @@ const QUEUE: &str = "stallwatch_disk_io_queue_seconds";
 const REQUESTS: &str = "stallwatch_disk_io_requests_total";
 const BYTES: &str = "stallwatch_disk_io_bytes_total";
 const UNMATCHED: &str = "stallwatch_disk_io_unmatched_total";
+/// 2^30 ns, the bucket bound nearest above 1 s.
+const ABOUT_ONE_S: f64 = 1.073741824;
 
 /// Direct I/Os of each kind the workload issues, one 4 KiB block at a time.
 const BLOCKS: usize = 300;
@@ -91,7 +93,7 @@ fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
             "{op}: a request took at most 1 µs: {hist:?}"
         );
         assert_eq!(
-            hist.fraction_above(1.073741824),
+            hist.fraction_above(ABOUT_ONE_S),
             0.0,
             "{op}: a request took over 1 s: {hist:?}"
         );
@@ -115,7 +117,7 @@ fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
         }
         if let Some(queued) = queued {
             assert_eq!(
-                queued.fraction_above(1.073741824),
+                queued.fraction_above(ABOUT_ONE_S),
                 0.0,
                 "{op}: a request waited over 1 s in the queue: {queued:?}"
             );
