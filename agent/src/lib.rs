@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod block_devices;
+pub mod btf;
 pub mod cgroup_mount;
 pub mod cgroup_tree;
 pub mod cgroupfs;
