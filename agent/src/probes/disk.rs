@@ -51,6 +51,15 @@ pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), T
                 what: "a field the probes read lies beyond the first 48 bytes of the record",
             });
         }
+        // The probes copy the record from byte 8 on: the kernel lets them
+        // load nothing from its common header.
+        if field.offset < 8 {
+            return Err(TracefsError::Unsupported {
+                category: format.category.clone(),
+                name: format.name.clone(),
+                what: "a field the probes read lies in the record's common header",
+            });
+        }
         Ok(field.offset)
     };
     let dev_sector = || -> Result<(u32, u32), TracefsError> {
