@@ -11,7 +11,10 @@ use agent_ebpf::{
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::{Signal, runqueue::AttachMode};
+use crate::probes::{
+    Signal,
+    runqueue::{AttachMode, Source},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,10 +124,16 @@ pub struct CollectArgs {
     #[arg(long, env = "STALLWATCH_PROBES", value_enum, value_delimiter = ',', default_values_t = [Signal::Runqueue, Signal::Reclaim, Signal::Disk, Signal::Tcp])]
     pub probes: Vec<Signal>,
 
-    /// How the run-queue probes attach: raw tracepoints (Linux 5.18+, cheapest),
-    /// classic tracepoints (offsets from tracefs), or auto (raw where possible).
+    /// How the run-queue probes attach: raw tracepoints (cheapest), classic
+    /// tracepoints (offsets from tracefs), or auto (raw where possible).
     #[arg(long, env = "STALLWATCH_RUNQUEUE_ATTACH", value_enum, default_value_t = AttachMode::Auto)]
     pub runqueue_attach: AttachMode,
+
+    /// Where run-queue waits come from: the kernel's own per-task accounting
+    /// (sched-info: one probe per context switch, needs /sys/kernel/btf/vmlinux),
+    /// timestamps at wakeup and switch (three probes), or auto (sched-info where possible).
+    #[arg(long, env = "STALLWATCH_RUNQUEUE_SOURCE", value_enum, default_value_t = Source::Auto)]
+    pub runqueue_source: Source,
 
     /// Capacity of the per-task map: threads alive at once on the node.
     /// Preallocated, 88 bytes of kernel memory per entry; overflow is counted in stallwatch_map_full_total.

@@ -49,6 +49,7 @@ pub fn collector(args: &CollectArgs) -> anyhow::Result<Started> {
         max_tcp_sockets: args.max_tcp_sockets,
         tcp_rtt_interval: args.tcp_rtt_interval,
         runqueue_attach: args.runqueue_attach,
+        runqueue_source: args.runqueue_source,
     };
     let mut probes = Probes::load(tracefs.as_ref(), &cgroup_root, &args.probes, options)?;
     for status in &probes.status {

@@ -40,6 +40,10 @@ fn bad_flags_are_refused_with_the_flag_named() {
         (&["run", "--no-such-flag"][..], "--no-such-flag"),
         (&["run", "--cri-timeout", "soon"][..], "--cri-timeout"),
         (&["run", "--cri-sandboxes", "keep"][..], "--cri-sandboxes"),
+        (
+            &["run", "--runqueue-source", "sundial"][..],
+            "--runqueue-source",
+        ),
         (&["fly"][..], "fly"),
     ] {
         let (code, text) = agent(args);
@@ -62,6 +66,7 @@ fn every_flag_has_an_environment_variable() {
         "--tracefs",
         "--probes",
         "--max-tasks",
+        "--runqueue-source",
         "--max-cgroups",
         "--log-format",
     ] {

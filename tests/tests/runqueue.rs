@@ -15,26 +15,42 @@ const ABOUT_ONE_MS: f64 = 0.001048576;
 
 #[test]
 fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_raw() {
-    if privileged("runqueue end to end, raw tracepoints") {
-        hogs_queue_and_idle_sibling_does_not("raw");
+    if privileged("runqueue end to end, raw tracepoints, sched_info") {
+        hogs_queue_and_idle_sibling_does_not("raw", "sched-info");
     }
 }
 
 #[test]
 fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_classic() {
-    if privileged("runqueue end to end, classic tracepoints") {
-        hogs_queue_and_idle_sibling_does_not("tracepoint");
+    if privileged("runqueue end to end, classic tracepoints, sched_info") {
+        hogs_queue_and_idle_sibling_does_not("tracepoint", "sched-info");
     }
 }
 
-fn hogs_queue_and_idle_sibling_does_not(attach: &str) {
-    let agent = Agent::start(&["--runqueue-attach", attach]);
+#[test]
+fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_raw_timestamps() {
+    if privileged("runqueue end to end, raw tracepoints, timestamps") {
+        hogs_queue_and_idle_sibling_does_not("raw", "timestamps");
+    }
+}
+
+#[test]
+fn two_hogs_on_one_cpu_queue_for_milliseconds_while_an_idle_sibling_does_not_classic_timestamps() {
+    if privileged("runqueue end to end, classic tracepoints, timestamps") {
+        hogs_queue_and_idle_sibling_does_not("tracepoint", "timestamps");
+    }
+}
+
+fn hogs_queue_and_idle_sibling_does_not(attach: &str, source: &str) {
+    let agent = Agent::start(&["--runqueue-attach", attach, "--runqueue-source", source]);
+    let attached = format!("attach=\"{attach}\" source=\"{source}\"");
     assert!(
-        agent.log().contains(&format!("attach=\"{attach}\"")),
-        "the agent did not attach with {attach}:
+        agent.log().contains(&attached),
+        "the agent did not attach with {attached}:
 {}",
         agent.log()
     );
+    let attach = format!("{attach}-{source}");
     let busy = TestCgroup::create(&format!("busy-{attach}"));
     let idle = TestCgroup::create(&format!("idle-{attach}"));
     let hogs = [
@@ -177,14 +193,30 @@ fn a_removed_cgroup_disappears_from_the_scrape() {
 }
 
 /// The agent and a bpftrace script measuring the same thing on the same
-/// tracepoints, at the same time, must count the same waits.
+/// tracepoints, at the same time, must count the same waits: the kernel's
+/// own accounting and the agent's timestamps alike.
 #[test]
 fn agrees_with_bpftrace_on_the_same_workload() {
-    if !privileged("runqueue cross-check with bpftrace") {
-        return;
+    if privileged("runqueue cross-check with bpftrace, sched_info") {
+        agrees_with_bpftrace("sched-info");
     }
-    let agent = Agent::start(&[]);
-    let cgroup = TestCgroup::create("xcheck");
+}
+
+#[test]
+fn agrees_with_bpftrace_on_the_same_workload_timestamps() {
+    if privileged("runqueue cross-check with bpftrace, timestamps") {
+        agrees_with_bpftrace("timestamps");
+    }
+}
+
+fn agrees_with_bpftrace(source: &str) {
+    let agent = Agent::start(&["--runqueue-source", source]);
+    assert!(
+        agent.log().contains(&format!("source=\"{source}\"")),
+        "the agent did not measure with {source}:\n{}",
+        agent.log()
+    );
+    let cgroup = TestCgroup::create(&format!("xcheck-{source}"));
     let script = BPFTRACE_PENDING_WAITS.replace("CGROUP_ID", &cgroup.id().to_string());
     let bpftrace = Bpftrace::start(&script);
     let hogs = [
@@ -206,7 +238,7 @@ fn agrees_with_bpftrace_on_the_same_workload() {
         .unwrap_or_else(|| panic!("no {METRIC} series for {}", cgroup.label));
     let (count, sum_ns) = (reference.get("@n"), reference.get("@sum"));
     eprintln!(
-        "agent: {} waits, {:.6} s; bpftrace: {count} waits, {:.6} s",
+        "{source}: agent: {} waits, {:.6} s; bpftrace: {count} waits, {:.6} s",
         hist.count,
         hist.sum,
         sum_ns as f64 / 1e9

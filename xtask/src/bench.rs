@@ -4,8 +4,9 @@
 //!
 //! Runs the criterion benchmark `agent/benches/context_switch.rs` (a pipe
 //! ping-pong: two wakeups and two context switches per round trip) in
-//! rounds, each round under three conditions in rotating order: no tracing,
-//! the agent running, and a bpftrace script keeping the same per-cgroup
+//! rounds, each round under five conditions in rotating order: no tracing,
+//! the agent as deployed, the agent measuring with timestamps (raw and
+//! classic tracepoints), and a bpftrace script keeping the same per-cgroup
 //! run-queue histogram on the same tracepoints. Each round gives a ratio to
 //! its own baseline, so the machine's drift cancels; the report is the
 //! median ratio. It also reports the agent's peak resident memory.
@@ -28,7 +29,7 @@ const RUNQLAT_BT: &str = include_str!("runqlat.bt");
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Context switches: rounds of (none, agent, bpftrace).
+    /// Context switches: rounds of (none, the agent three ways, bpftrace).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     /// Context switches: measurement time per condition and round; disk and
@@ -66,17 +67,23 @@ enum Part {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
     Baseline,
-    /// The agent as deployed (raw tracepoints where the kernel has them).
+    /// The agent as deployed (the kernel's `sched_info`, on raw tracepoints
+    /// where the kernel has them).
     Agent,
-    /// The agent forced onto classic tracepoints, as on kernels before 5.18.
+    /// The agent measuring with timestamps at wakeup and switch, as on
+    /// kernels without BTF.
+    AgentTimestamps,
+    /// The agent with timestamps on classic tracepoints, as on kernels
+    /// without BTF before 5.18.
     AgentClassic,
     Bpftrace,
 }
 
 impl Condition {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Baseline,
         Self::Agent,
+        Self::AgentTimestamps,
         Self::AgentClassic,
         Self::Bpftrace,
     ];
@@ -85,7 +92,8 @@ impl Condition {
         match self {
             Self::Baseline => "no-tracing",
             Self::Agent => "stallwatch",
-            Self::AgentClassic => "stallwatch-tp",
+            Self::AgentTimestamps => "stallwatch-ts",
+            Self::AgentClassic => "stallwatch-ts-tp",
             Self::Bpftrace => "bpftrace",
         }
     }
@@ -244,7 +252,7 @@ fn scrape(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Rotates the order of conditions from round to round.
-fn rotate(round: u32) -> [Condition; 4] {
+fn rotate(round: u32) -> [Condition; 5] {
     let mut order = Condition::ALL;
     order.rotate_left((round as usize) % Condition::ALL.len());
     order
@@ -271,7 +279,18 @@ fn measure(
     let tracer = match condition {
         Condition::Baseline => None,
         Condition::Agent => Some(start_agent(agent, args.port, "auto", &[])?),
-        Condition::AgentClassic => Some(start_agent(agent, args.port, "tracepoint", &[])?),
+        Condition::AgentTimestamps => Some(start_agent(
+            agent,
+            args.port,
+            "auto",
+            &["--runqueue-source", "timestamps"],
+        )?),
+        Condition::AgentClassic => Some(start_agent(
+            agent,
+            args.port,
+            "tracepoint",
+            &["--runqueue-source", "timestamps"],
+        )?),
         Condition::Bpftrace => Some(start_bpftrace()?),
     };
     let baseline = format!("{}-{}", condition.name(), round);
@@ -291,7 +310,10 @@ fn measure(
             .stdout(Stdio::null()),
     )?;
     let mut peak = 0;
-    let is_agent = matches!(condition, Condition::Agent | Condition::AgentClassic);
+    let is_agent = matches!(
+        condition,
+        Condition::Agent | Condition::AgentTimestamps | Condition::AgentClassic
+    );
     if let Some(started) = tracer.as_ref().filter(|_| is_agent) {
         let samples = scraped_sum(args.port, "stallwatch_cpu_runqueue_latency_seconds_count")?;
         if samples == 0 {

@@ -82,6 +82,7 @@ pub struct ProbeOptions {
     pub max_tcp_sockets: u32,
     pub tcp_rtt_interval: Duration,
     pub runqueue_attach: runqueue::AttachMode,
+    pub runqueue_source: runqueue::Source,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,16 @@ impl Probes {
             Some(tracefs) => runqueue::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
         });
+        let sched_info = if !enabled.contains(&Signal::Runqueue) {
+            Err("the run-queue probes are off".to_owned())
+        } else if options.runqueue_source == runqueue::Source::Timestamps {
+            Err("timestamps were asked for".to_owned())
+        } else {
+            runqueue::sched_info_offset(
+                Path::new(crate::btf::VMLINUX),
+                Path::new("/proc/self/schedstat"),
+            )
+        };
         let disk_fields = enabled.contains(&Signal::Disk).then(|| match tracefs {
             Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
@@ -177,6 +188,16 @@ impl Probes {
             _ => agent_ebpf::runqueue::SchedFields::UNSET,
         };
         loader.override_global(agent_ebpf::runqueue::FIELDS_GLOBAL, &fields, true);
+        let sched_info_offset = sched_info
+            .as_ref()
+            .map_or(agent_ebpf::runqueue::SchedInfoOffset::UNSET, |offset| {
+                *offset
+            });
+        loader.override_global(
+            agent_ebpf::runqueue::SCHED_INFO_GLOBAL,
+            &sched_info_offset,
+            true,
+        );
         let block_fields = match &disk_fields {
             Some(Ok(fields)) => *fields,
             _ => agent_ebpf::disk::BlockFields::UNSET,
@@ -205,8 +226,19 @@ impl Probes {
                 &mut status,
                 Signal::Runqueue,
                 |ebpf| {
-                    let mode = runqueue::attach(ebpf, options.runqueue_attach, &fields)?;
-                    tracing::info!(probe = runqueue::PROBE, attach = mode.name(), "attached");
+                    let attached = runqueue::attach(
+                        ebpf,
+                        options.runqueue_attach,
+                        options.runqueue_source,
+                        &fields,
+                        &sched_info,
+                    )?;
+                    tracing::info!(
+                        probe = runqueue::PROBE,
+                        attach = attached.mode.name(),
+                        source = attached.source.name(),
+                        "attached"
+                    );
                     Ok(())
                 },
                 runqueue::RunqueueMaps::take,

@@ -1,13 +1,18 @@
 //! CPU run-queue latency: the userspace half of `agent-ebpf/src/probes/runqueue.rs`.
 //!
-//! Chooses how to attach (raw tracepoints on Linux 5.18+, classic ones with
-//! field offsets from tracefs elsewhere), attaches, and reads the per-cgroup
-//! histograms when scraped.
+//! Chooses where the waits come from (the kernel's own `sched_info`, at an
+//! offset from its BTF, or timestamps at wakeup and switch) and how to attach
+//! (raw tracepoints, or classic ones with field offsets from tracefs),
+//! attaches, and reads the per-cgroup histograms when scraped.
+
+use std::{fs, path::Path};
 
 use agent_ebpf::{
     CgroupId,
     histogram::Histogram,
-    runqueue::{HIST_MAP, SchedFields, TASK_EXIT_STATE_MASK, TASK_SLEEP_STATE_MASK},
+    runqueue::{
+        HIST_MAP, SchedFields, SchedInfoOffset, TASK_EXIT_STATE_MASK, TASK_SLEEP_STATE_MASK,
+    },
 };
 use aya::{
     Ebpf,
@@ -16,7 +21,10 @@ use aya::{
 };
 
 use super::{LoadError, take_map};
-use crate::tracefs::{EventFormat, Tracefs, TracefsError};
+use crate::{
+    btf::Btf,
+    tracefs::{EventFormat, Tracefs, TracefsError},
+};
 
 pub const PROBE: &str = "runqueue";
 
@@ -41,6 +49,84 @@ impl AttachMode {
     }
 }
 
+/// Where the waits come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// The kernel's `sched_info` where its BTF describes it, else timestamps.
+    Auto,
+    /// The kernel's own per-task run-queue accounting (`sched_info`, as in
+    /// `/proc/<pid>/schedstat`), read at each switch-out: one program per
+    /// context switch, none at wakeup. Needs the kernel's BTF.
+    SchedInfo,
+    /// Timestamps taken at wakeup, preemption and switch-in: three programs.
+    Timestamps,
+}
+
+impl Source {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::SchedInfo => "sched-info",
+            Self::Timestamps => "timestamps",
+        }
+    }
+}
+
+/// Where the kernel's `sched_info` lies in `task_struct`, from the BTF at
+/// `btf`; and whether the kernel keeps it, from `schedstat` (a
+/// `/proc/<pid>/schedstat` of a task that has run, so switched in at least
+/// once: kernels before 5.14 keep it only with delay accounting or
+/// schedstats on, and print `0 0 0` without).
+pub fn sched_info_offset(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset, String> {
+    let text = fs::read_to_string(schedstat).map_err(|e| {
+        format!(
+            "the kernel keeps no sched_info ({}: {e})",
+            schedstat.display()
+        )
+    })?;
+    match text.split_whitespace().nth(2).map(str::parse::<u64>) {
+        Some(Ok(switches)) if switches > 0 => {}
+        Some(Ok(_)) => {
+            return Err(format!(
+                "the kernel does not keep sched_info ({} reads {:?}; \
+                 before Linux 5.14 it needs delay accounting or schedstats)",
+                schedstat.display(),
+                text.trim()
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "malformed {}: {:?}",
+                schedstat.display(),
+                text.trim()
+            ));
+        }
+    }
+    let btf = Btf::read(btf).map_err(|e| e.to_string())?;
+    let in_task = btf
+        .member("task_struct", "sched_info")
+        .map_err(|e| e.to_string())?;
+    let pcount = btf
+        .member("sched_info", "pcount")
+        .map_err(|e| e.to_string())?;
+    let run_delay = btf
+        .member("sched_info", "run_delay")
+        .map_err(|e| e.to_string())?;
+    if pcount.size != 8 || run_delay.size != 8 || run_delay.offset != pcount.offset + 8 {
+        return Err(format!(
+            "sched_info's pcount ({pcount:?}) and run_delay ({run_delay:?}) are not two \
+             adjacent 8-byte counters in the kernel's BTF {}",
+            crate::btf::VMLINUX
+        ));
+    }
+    let offset = in_task
+        .offset
+        .checked_add(pcount.offset)
+        .filter(|&offset| offset > 0)
+        .ok_or_else(|| format!("task_struct.sched_info lies at {in_task:?}"))?;
+    Ok(SchedInfoOffset { pcount: offset })
+}
+
 /// The first kernel whose `sched_switch` passes `prev_state` to raw tracepoints.
 const RAW_SINCE: KernelVersion = KernelVersion::new(5, 18, 0);
 
@@ -51,6 +137,16 @@ const RAW_PROGRAMS: [(&str, &str); 4] = [
     ("runq_raw_sched_switch", "sched_switch"),
     ("runq_raw_sched_process_free", "sched_process_free"),
 ];
+
+/// Raw tracepoint programs reading `sched_info`: (program, tracepoint).
+const RAW_INFO_PROGRAMS: [(&str, &str); 2] = [
+    ("runq_raw_sched_switch_info", "sched_switch"),
+    ("runq_raw_sched_process_free", "sched_process_free"),
+];
+
+/// Classic tracepoint programs reading `sched_info`.
+const INFO_PROGRAMS: [(&str, &str, &str); 1] =
+    [("runq_sched_switch_info", "sched", "sched_switch")];
 
 /// Classic tracepoint programs: (program, category, tracepoint).
 const PROGRAMS: [(&str, &str, &str); 3] = [
@@ -121,35 +217,96 @@ fn check_state_encoding(format: &EventFormat) -> Result<(), TracefsError> {
     }
 }
 
-/// Attaches the probes as `mode` asks; returns the mode used, or why none
-/// could be. `fields` are the classic tracepoints' offsets, or why they are
-/// not known.
+/// How the probes ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub mode: AttachMode,
+    pub source: Source,
+}
+
+/// Attaches the probes as `mode` and `source` ask; returns how they were
+/// attached, or why they could not be. `fields` are the classic tracepoints'
+/// offsets and `sched_info` where the kernel keeps `sched_info`, or why they
+/// are not known.
 pub fn attach(
     ebpf: &mut Ebpf,
     mode: AttachMode,
+    source: Source,
+    fields: &Result<SchedFields, String>,
+    sched_info: &Result<SchedInfoOffset, String>,
+) -> Result<Attached, String> {
+    let with_sched_info = |ebpf: &mut Ebpf| {
+        sched_info.as_ref().map_err(Clone::clone)?;
+        // Only timestamps need `prev_state` as a raw tracepoint argument.
+        let mode = raw_or_classic(
+            ebpf,
+            mode,
+            Ok(()),
+            &RAW_INFO_PROGRAMS,
+            &INFO_PROGRAMS,
+            fields,
+        )?;
+        Ok(Attached {
+            mode,
+            source: Source::SchedInfo,
+        })
+    };
+    let with_timestamps = |ebpf: &mut Ebpf| {
+        let mode = raw_or_classic(
+            ebpf,
+            mode,
+            raw_supported(),
+            &RAW_PROGRAMS,
+            &PROGRAMS,
+            fields,
+        )?;
+        Ok(Attached {
+            mode,
+            source: Source::Timestamps,
+        })
+    };
+    match source {
+        Source::SchedInfo => with_sched_info(ebpf),
+        Source::Timestamps => with_timestamps(ebpf),
+        Source::Auto => with_sched_info(ebpf).or_else(|why: String| {
+            tracing::info!("{why}; measuring run-queue waits with timestamps");
+            with_timestamps(ebpf)
+        }),
+    }
+}
+
+/// Attaches `raw` or `classic` programs as `mode` asks; `auto` tries raw
+/// ones where `raw_usable` allows, and falls back to classic ones.
+fn raw_or_classic(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    raw_usable: Result<(), String>,
+    raw: &[(&str, &str)],
+    classic: &[(&'static str, &str, &str)],
     fields: &Result<SchedFields, String>,
 ) -> Result<AttachMode, String> {
-    let classic = |ebpf: &mut Ebpf| -> Result<AttachMode, String> {
+    let attach_classic = |ebpf: &mut Ebpf| {
         fields.as_ref().map_err(Clone::clone)?;
-        super::attach_tracepoints_all(ebpf, &PROGRAMS)?;
-        Ok(AttachMode::Tracepoint)
+        super::attach_tracepoints_all(ebpf, classic).map(|()| AttachMode::Tracepoint)
     };
     match mode {
-        AttachMode::Tracepoint => classic(ebpf),
-        AttachMode::Raw => super::attach_raw_all(ebpf, &RAW_PROGRAMS).map(|()| AttachMode::Raw),
-        AttachMode::Auto => match raw_supported() {
-            Ok(()) => match super::attach_raw_all(ebpf, &RAW_PROGRAMS) {
-                Ok(()) => Ok(AttachMode::Raw),
-                Err(why) => {
+        AttachMode::Tracepoint => attach_classic(ebpf),
+        AttachMode::Raw => super::attach_raw_all(ebpf, raw).map(|()| AttachMode::Raw),
+        AttachMode::Auto => {
+            let raw_attached = match raw_usable {
+                Ok(()) => super::attach_raw_all(ebpf, raw).inspect_err(|why| {
                     tracing::warn!("raw tracepoints failed ({why}); using classic tracepoints");
-                    classic(ebpf)
+                }),
+                Err(why) => {
+                    tracing::info!("{why}; using classic tracepoints");
+                    Err(why)
                 }
-            },
-            Err(why) => {
-                tracing::info!("{why}; using classic tracepoints");
-                classic(ebpf)
+            };
+            match raw_attached {
+                Ok(()) => Ok(AttachMode::Raw),
+                Err(_) => attach_classic(ebpf),
             }
-        },
+        }
     }
 }
 
@@ -191,7 +348,77 @@ impl RunqueueMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracefs::tests::fixture_formats;
+    use crate::{btf::tests::Builder, tracefs::tests::fixture_formats};
+
+    /// A kernel's BTF with `task_struct.sched_info` at byte 968 and its
+    /// counters as `members` (name, bit offset) of 8-byte integers.
+    fn kernel(dir: &Path, members: &[(&str, u32)]) -> std::path::PathBuf {
+        let mut b = Builder::new();
+        let ulong = b.int("long unsigned int", 8);
+        let members: Vec<_> = members.iter().map(|&(n, off)| (n, ulong, off)).collect();
+        let sched_info = b.composite("sched_info", 48, &members, false);
+        b.composite(
+            "task_struct",
+            4096,
+            &[("sched_info", sched_info, 968 * 8)],
+            false,
+        );
+        let path = dir.join("vmlinux");
+        fs::write(&path, b.build()).expect("write the fixture");
+        path
+    }
+
+    fn schedstat(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("schedstat");
+        fs::write(&path, text).expect("write the fixture");
+        path
+    }
+
+    const SCHED_INFO: &[(&str, u32)] = &[("pcount", 0), ("run_delay", 64), ("last_arrival", 128)];
+
+    #[test]
+    fn finds_sched_info_in_the_kernels_btf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let offset = sched_info_offset(
+            &kernel(dir.path(), SCHED_INFO),
+            &schedstat(dir.path(), "1154335 0 1\n"),
+        );
+        assert_eq!(offset, Ok(SchedInfoOffset { pcount: 968 }));
+    }
+
+    #[test]
+    fn a_kernel_that_keeps_no_sched_info_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let btf = kernel(dir.path(), SCHED_INFO);
+        let off = sched_info_offset(&btf, &schedstat(dir.path(), "0 0 0\n")).expect_err("off");
+        assert!(
+            off.contains("does not keep sched_info") && off.contains("delay accounting"),
+            "{off}"
+        );
+        let absent = sched_info_offset(&btf, &dir.path().join("none")).expect_err("absent");
+        assert!(
+            absent.contains("keeps no sched_info") && absent.contains("none"),
+            "{absent}"
+        );
+        let garbled =
+            sched_info_offset(&btf, &schedstat(dir.path(), "12 x\n")).expect_err("garbled");
+        assert!(garbled.starts_with("malformed"), "{garbled}");
+    }
+
+    #[test]
+    fn counters_that_are_not_where_the_probe_reads_them_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stat = schedstat(dir.path(), "1 2 3\n");
+        let apart = kernel(
+            dir.path(),
+            &[("pcount", 0), ("last_arrival", 64), ("run_delay", 128)],
+        );
+        let err = sched_info_offset(&apart, &stat).expect_err("not adjacent");
+        assert!(err.contains("not two adjacent 8-byte counters"), "{err}");
+        let without = kernel(dir.path(), &[("pcount", 0)]);
+        let err = sched_info_offset(&without, &stat).expect_err("no run_delay");
+        assert!(err.contains("has no member run_delay"), "{err}");
+    }
 
     #[test]
     fn takes_offsets_from_kernels_of_4_14_and_later() {
