@@ -24,9 +24,23 @@ pub const FIELDS_GLOBAL: &str = "DISK_FIELDS";
 /// usually far lower).
 pub const DEFAULT_MAX_INFLIGHT: u32 = 16_384;
 
-/// Bytes at the start of each block_rq_* record that the probes copy and
-/// read their fields from: every field they read must end within them.
-pub const RECORD_PREFIX: usize = 48;
+/// Bytes at the start of a `block_rq_insert`, `_issue` or `_merge` record
+/// that the probes copy and read the device and sector from.
+pub const REQUEST_PREFIX: usize = 24;
+/// Bytes at the start of a `block_rq_complete` record that the probes copy
+/// and read its fields from.
+pub const COMPLETE_PREFIX: usize = 40;
+
+/// The bytes the probes copy of the record of block event `event`: every
+/// field they read must end within them, and the record must be at least
+/// as long (the kernel refuses to attach a program that loads past it).
+pub fn record_prefix(event: &str) -> usize {
+    if event == "block_rq_complete" {
+        COMPLETE_PREFIX
+    } else {
+        REQUEST_PREFIX
+    }
+}
 
 /// The cgroup id under which completions without a known start are counted.
 /// No cgroup has id 0.

@@ -34,8 +34,8 @@
 
 use agent_ebpf::{
     disk::{
-        BlockFields, DEFAULT_MAX_INFLIGHT, DiskKey, DiskSeries, InFlight, OP_FLUSH, RECORD_PREFIX,
-        RequestKey, UNMATCHED, bucket_of, op_from_rwbs,
+        BlockFields, COMPLETE_PREFIX, DEFAULT_MAX_INFLIGHT, DiskKey, DiskSeries, InFlight,
+        OP_FLUSH, REQUEST_PREFIX, RequestKey, UNMATCHED, bucket_of, op_from_rwbs,
     },
     map_full::MapId,
 };
@@ -83,7 +83,7 @@ pub fn disk_rq_issue(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "block", name = "block_rq_merge")]
 pub fn disk_rq_merge(ctx: TracePointContext) -> u32 {
     let f = fields();
-    if let Some(slot) = Record::read(&ctx)
+    if let Some(slot) = Record::of_request(&ctx)
         .and_then(|r| r.request(f.merge_dev, f.merge_sector))
         .and_then(|key| find(&key))
     {
@@ -116,45 +116,70 @@ fn now() -> u64 {
 ///
 /// The verifier lets a tracepoint program load from its record only at
 /// offsets fixed when the program is compiled, while the fields' offsets
-/// come from tracefs at run time. So the record's first [`RECORD_PREFIX`]
-/// bytes are copied with loads at the fixed offsets 8, 16, … (the kernel
-/// refuses loads from the common header below 8, which no probe needs), and
-/// fields are read from the copy. That costs a few instructions where a
-/// `bpf_probe_read_kernel` of the same bytes costs a helper call.
-struct Record([u64; RECORD_PREFIX / 8]);
+/// come from tracefs at run time. So the record's first bytes are copied
+/// with loads at the fixed offsets 8, 16, … (the kernel refuses loads from
+/// the common header below 8, which no probe needs), and fields are read
+/// from the copy. That costs a few instructions where a
+/// `bpf_probe_read_kernel` of the same bytes costs a helper call. A request
+/// event copies [`REQUEST_PREFIX`] bytes, a completion [`COMPLETE_PREFIX`]:
+/// the kernel refuses to attach a program whose loads reach past the
+/// record's end, so each copies no more than its fields need (the loader
+/// checks that the records are as long).
+struct Record {
+    words: [u64; COMPLETE_PREFIX / 8],
+    len: usize,
+}
 
-// `Record::read` copies words 1 to 5.
-const _: () = assert!(RECORD_PREFIX == 48);
+// `Record::of_request` copies words 1 and 2, `Record::of_completion` 1 to 4.
+const _: () = assert!(REQUEST_PREFIX == 24 && COMPLETE_PREFIX == 40);
 
 impl Record {
+    /// The first [`REQUEST_PREFIX`] bytes of an insert, issue or merge.
     #[inline(always)]
-    fn read(ctx: &TracePointContext) -> Option<Self> {
+    fn of_request(ctx: &TracePointContext) -> Option<Self> {
         let record = ctx.as_ptr().cast::<u64>();
-        let mut words = [0u64; RECORD_PREFIX / 8];
-        // SAFETY: the kernel checks each load at verification time: in the
-        // record's buffer (which is longer than RECORD_PREFIX for every
-        // block_rq_* event, as the loader checks), aligned, past the header.
+        let mut words = [0u64; COMPLETE_PREFIX / 8];
+        // SAFETY: the kernel checks each load at verification time (aligned,
+        // past the header) and at attach time (within the record).
+        unsafe {
+            words[1] = core::ptr::read_volatile(record.add(1));
+            words[2] = core::ptr::read_volatile(record.add(2));
+        }
+        Some(Self {
+            words,
+            len: REQUEST_PREFIX,
+        })
+    }
+
+    /// The first [`COMPLETE_PREFIX`] bytes of a completion.
+    #[inline(always)]
+    fn of_completion(ctx: &TracePointContext) -> Option<Self> {
+        let record = ctx.as_ptr().cast::<u64>();
+        let mut words = [0u64; COMPLETE_PREFIX / 8];
+        // SAFETY: as in `of_request`.
         unsafe {
             words[1] = core::ptr::read_volatile(record.add(1));
             words[2] = core::ptr::read_volatile(record.add(2));
             words[3] = core::ptr::read_volatile(record.add(3));
             words[4] = core::ptr::read_volatile(record.add(4));
-            words[5] = core::ptr::read_volatile(record.add(5));
         }
-        Some(Self(words))
+        Some(Self {
+            words,
+            len: COMPLETE_PREFIX,
+        })
     }
 
     /// The field of type `T` at `offset`, `None` past the prefix.
     #[inline(always)]
     fn at<T: Copy>(&self, offset: u32) -> Option<T> {
         let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > RECORD_PREFIX {
+        if offset + core::mem::size_of::<T>() > self.len {
             return None;
         }
         // SAFETY: in bounds, as checked above; an unaligned read of plain
         // bytes into a type valid for any bits.
         Some(unsafe {
-            self.0
+            self.words
                 .as_ptr()
                 .cast::<u8>()
                 .add(offset)
@@ -279,14 +304,14 @@ const ENOSPC: i32 = -28;
 
 fn rq_insert(ctx: &TracePointContext) -> Option<()> {
     let f = fields();
-    let key = Record::read(ctx)?.request(f.insert_dev, f.insert_sector)?;
+    let key = Record::of_request(ctx)?.request(f.insert_dev, f.insert_sector)?;
     start(ctx, key, now(), 0);
     Some(())
 }
 
 fn rq_issue(ctx: &TracePointContext) -> Option<()> {
     let f = fields();
-    let key = Record::read(ctx)?.request(f.issue_dev, f.issue_sector)?;
+    let key = Record::of_request(ctx)?.request(f.issue_dev, f.issue_sector)?;
     let issued = now();
     let Some(entry) = find(&key) else {
         start(ctx, key, 0, issued);
@@ -308,7 +333,7 @@ fn rq_issue(ctx: &TracePointContext) -> Option<()> {
 
 fn rq_complete(ctx: &TracePointContext) -> Option<()> {
     let f = fields();
-    let record = Record::read(ctx)?;
+    let record = Record::of_completion(ctx)?;
     let mut key = record.request(f.complete_dev, f.complete_sector)?;
     // A request without a position (the flush machinery's own flush) is
     // traced at issue as sector 0 but at completion as -1.

@@ -3,7 +3,7 @@
 //! probes, and reads the per-(cgroup, device, op) histograms and counters
 //! when scraped.
 
-use agent_ebpf::disk::{BlockFields, DiskKey, DiskSeries, RECORD_PREFIX, SERIES_MAP};
+use agent_ebpf::disk::{BlockFields, DiskKey, DiskSeries, SERIES_MAP, record_prefix};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
@@ -40,25 +40,33 @@ pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), T
     const INT: &[u32] = &[4];
     // `char rwbs[8]` before Linux 6.0, `char rwbs[10]` since.
     const RWBS: &[u32] = &[6, 8, 10, 12, 16];
+    let unsupported = |what| TracefsError::Unsupported {
+        category: format.category.clone(),
+        name: format.name.clone(),
+        what,
+    };
+    let prefix = record_prefix(&format.name);
+    let record_len = format.fields.iter().map(|f| f.offset + f.size).max();
+    if record_len.is_some_and(|len| (len as usize) < prefix) {
+        return Err(unsupported(
+            "its record is shorter than the bytes the probes copy",
+        ));
+    }
     let offset = |name: &str, sizes: &'static [u32]| -> Result<u32, TracefsError> {
         let field = format.field_sized(name, sizes)?;
         // rwbs is read for its first 2 bytes only.
         let read = if sizes == RWBS { 2 } else { field.size };
-        if (field.offset + read) as usize > RECORD_PREFIX {
-            return Err(TracefsError::Unsupported {
-                category: format.category.clone(),
-                name: format.name.clone(),
-                what: "a field the probes read lies beyond the first 48 bytes of the record",
-            });
+        if (field.offset + read) as usize > prefix {
+            return Err(unsupported(
+                "a field the probes read lies beyond the bytes they copy of the record",
+            ));
         }
         // The probes copy the record from byte 8 on: the kernel lets them
         // load nothing from its common header.
         if field.offset < 8 {
-            return Err(TracefsError::Unsupported {
-                category: format.category.clone(),
-                name: format.name.clone(),
-                what: "a field the probes read lies in the record's common header",
-            });
+            return Err(unsupported(
+                "a field the probes read lies in the record's common header",
+            ));
         }
         Ok(field.offset)
     };
@@ -214,15 +222,38 @@ mod tests {
         assert!(kernels >= 7, "only {kernels} fixture kernels");
     }
 
+    /// The kernel refuses to attach a program that loads past the record's
+    /// end (EACCES), so a record shorter than the copy is refused first.
+    #[test]
+    fn a_record_shorter_than_the_probes_copy_is_refused() {
+        let whole = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tracefs/linux-6.18-this-host/block/block_rq_complete/format"),
+        )
+        .expect("fixture exists");
+        let short: String = whole
+            .lines()
+            .filter(|l| !["ioprio", "rwbs", "cmd;"].iter().any(|f| l.contains(f)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let format = EventFormat::parse("block", &short).expect("parses");
+        let err = fill_from(&mut BlockFields::default(), &format).expect_err("32 bytes < 40");
+        assert!(
+            err.to_string()
+                .contains("shorter than the bytes the probes copy"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_field_of_an_unexpected_size_is_refused_by_name() {
-        let text = "name: block_rq_complete\nID: 1\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:dev_t dev;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;\n";
+        let text = "name: block_rq_issue\nID: 1\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:dev_t dev;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;\n";
         let format = EventFormat::parse("block", text).expect("parses");
         let mut fields = BlockFields::UNSET;
         let err = fill_from(&mut fields, &format).expect_err("dev is 8 bytes");
         let text = err.to_string();
         assert!(
-            text.contains("block_rq_complete") && text.contains("dev"),
+            text.contains("block_rq_issue") && text.contains("dev"),
             "{text}"
         );
     }
