@@ -249,9 +249,12 @@ fn switched_out_info<C: EbpfContext>(ctx: &C, key: TaskKey, task: u64, exited: b
                 unsafe { (*entry).seen = seen };
             }
             // More than one switch-in unseen (the entry was missing for a
-            // while): the waits cannot be told apart, so none is taken.
+            // while): the waits cannot be told apart, so none is taken. A
+            // total that shrank belongs to another task under the same pid
+            // (a thread that exec'd took its leader's): none either.
             (seen.pcount == last.pcount.wrapping_add(1))
-                .then(|| seen.run_delay_ns.wrapping_sub(last.run_delay_ns))
+                .then(|| seen.run_delay_ns.checked_sub(last.run_delay_ns))
+                .flatten()
         }
         None => {
             if !exited {
