@@ -150,6 +150,15 @@ impl Probes {
             Some(tracefs) => runqueue::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
         });
+        let disk_fields = enabled.contains(&Signal::Disk).then(|| match tracefs {
+            Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
+            None => Err("tracefs is not available".to_owned()),
+        });
+
+        // The loader reads the kernel's BTF for itself, the run-queue probes
+        // for sched_info's offset: both copies are freed once loaded (see
+        // `startup::release_freed_memory`).
+        let mut loader = EbpfLoader::new();
         let sched_info = if !enabled.contains(&Signal::Runqueue) {
             Err("the run-queue probes are off".to_owned())
         } else if options.runqueue_source == runqueue::Source::Timestamps {
@@ -160,12 +169,6 @@ impl Probes {
                 Path::new("/proc/self/schedstat"),
             )
         };
-        let disk_fields = enabled.contains(&Signal::Disk).then(|| match tracefs {
-            Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
-            None => Err("tracefs is not available".to_owned()),
-        });
-
-        let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, options.max_tasks)
             .map_max_entries(agent_ebpf::runqueue::HIST_MAP, options.max_cgroups)
