@@ -9,7 +9,8 @@
 //! classic tracepoints), and a bpftrace script keeping the same per-cgroup
 //! run-queue histogram on the same tracepoints. Each round gives a ratio to
 //! its own baseline, so the machine's drift cancels; the report is the
-//! median ratio. It also reports the agent's peak resident memory.
+//! median ratio. It also reports the agent's peak resident memory, and the
+//! probes' own run time per round trip for each source of the waits.
 
 use std::{
     fs,
@@ -213,6 +214,44 @@ fn context_switch(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result
         "agent peak resident memory (VmHWM): {:.1} MiB",
         agent_peak_kib as f64 / 1024.0
     );
+    probe_run_time(agent, args)
+}
+
+/// Round trips of the pass that counts the run-queue probes' own run time.
+const COUNTED_ROUND_TRIPS: u64 = 200_000;
+
+/// The run-queue probes' own run time per round trip, from the kernel's
+/// `bpf_stats`, for each source: steadier than the slowdowns, which this
+/// machine's noise blurs by several points. `perf bench sched pipe` does a
+/// fixed number of round trips on CPU 0; the rest of the node's context
+/// switches in that time are counted too, a small share.
+fn probe_run_time(agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    println!();
+    for (source, flags) in [
+        ("sched-info", &["--probes", "runqueue"][..]),
+        (
+            "timestamps",
+            &["--probes", "runqueue", "--runqueue-source", "timestamps"][..],
+        ),
+    ] {
+        let ((), programs, _agent) = crate::bench_arms::with_bpf_stats(agent, args, flags, || {
+            run_checked(
+                Command::new("taskset")
+                    .args(["-c", "0", "perf", "bench", "sched", "pipe", "-l"])
+                    .arg(COUNTED_ROUND_TRIPS.to_string())
+                    .stdout(Stdio::null()),
+            )
+        })?;
+        let runs: u64 = programs.iter().map(|p| p.runs).sum();
+        let run_ns: u64 = programs.iter().map(|p| p.run_ns).sum();
+        let trips = COUNTED_ROUND_TRIPS as f64;
+        println!(
+            "run-queue probes' run time, {source:<10}: {:.0} ns per round trip ({:.1} program runs of {:.0} ns)",
+            run_ns as f64 / trips,
+            runs as f64 / trips,
+            run_ns as f64 / runs.max(1) as f64
+        );
+    }
     Ok(())
 }
 

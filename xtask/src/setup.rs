@@ -17,7 +17,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "bpftrace",
         "the reference run-queue histogram in the benchmark",
     ),
-    ("stress-ng", "the context-switch load in the benchmark"),
+    (
+        "linux-perf",
+        "perf bench sched pipe, the benchmark's counted context switches",
+    ),
     ("fio", "the disk I/O load in the benchmark"),
     ("iperf3", "the TCP stream load in the benchmark"),
     ("wrk", "the TCP request load in the benchmark"),
