@@ -103,15 +103,10 @@ pub fn sched_info_offset(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset
         }
     }
     let btf = Btf::read(btf).map_err(|e| e.to_string())?;
-    let in_task = btf
-        .member("task_struct", "sched_info")
-        .map_err(|e| e.to_string())?;
-    let pcount = btf
-        .member("sched_info", "pcount")
-        .map_err(|e| e.to_string())?;
-    let run_delay = btf
-        .member("sched_info", "run_delay")
-        .map_err(|e| e.to_string())?;
+    let member = |name, member| btf.member(name, member).map_err(|e| e.to_string());
+    let in_task = member("task_struct", "sched_info")?;
+    let pcount = member("sched_info", "pcount")?;
+    let run_delay = member("sched_info", "run_delay")?;
     if pcount.size != 8 || run_delay.size != 8 || run_delay.offset != pcount.offset + 8 {
         return Err(format!(
             "sched_info's pcount ({pcount:?}) and run_delay ({run_delay:?}) are not two \
