@@ -17,7 +17,10 @@
 //!   both of the task being switched out, at an offset from the kernel's BTF
 //!   ([`RUNQ_SCHED_INFO`]): one switch-in since the last switch-out means
 //!   one wait, the growth of the total. Nothing runs at wakeup, and no clock
-//!   is read.
+//!   is read. Attached raw, it is a BTF-typed raw tracepoint (Linux 5.5+):
+//!   the kernel knows `prev` is a `task_struct` and lets the program read
+//!   the counters with plain loads, checked against its BTF at load time,
+//!   where a classic tracepoint needs a helper call.
 //! - timestamps (`runq_*sched_wakeup*`, `runq_*sched_switch`): the time at
 //!   wakeup or preemption, and again at switch-in, parked in the task's
 //!   entry until its switch-out. For kernels without BTF or `sched_info`.
@@ -50,9 +53,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::HashMap,
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 use crate::{hist, map_full};
@@ -211,14 +214,25 @@ fn try_switch_info(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn runq_raw_sched_switch_info(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(bool preempt, struct task_struct *prev, ...): `current` is
-    // still prev. The idle task never waits for a CPU.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn runq_btf_sched_switch_info(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, ...), with prev typed
+    // by the kernel's BTF, so its counters are read with plain loads, which
+    // the kernel checks against the BTF when it loads the program.
     if bpf_get_current_pid_tgid() as u32 != 0 {
-        let prev = ctx.arg::<u64>(1);
-        // Its entry goes in sched_process_free.
-        switched_out_info(&ctx, prev, prev, false);
+        let prev: *const u8 = ctx.arg(1);
+        // SAFETY: a plain read of a global the loader may have overridden.
+        let offset = unsafe { core::ptr::read_volatile(&RUNQ_SCHED_INFO) }.pcount as usize;
+        // SAFETY: `prev` is the current task, alive while it runs here; the
+        // offset is sched_info's in task_struct, from the kernel's BTF, and
+        // the verifier refuses the program if it is not.
+        let seen = unsafe {
+            SchedInfoSeen {
+                pcount: core::ptr::read_volatile(prev.add(offset).cast::<u64>()),
+                run_delay_ns: core::ptr::read_volatile(prev.add(offset + 8).cast::<u64>()),
+            }
+        };
+        switched_out_seen(&ctx, prev as u64, seen, false);
     }
     0
 }
@@ -237,6 +251,12 @@ fn switched_out_info<C: EbpfContext>(ctx: &C, key: TaskKey, task: u64, exited: b
     else {
         return;
     };
+    switched_out_seen(ctx, key, seen, exited);
+}
+
+/// The task `key`, `current`, leaves the CPU with its counters at `seen`.
+#[inline(always)]
+fn switched_out_seen<C: EbpfContext>(ctx: &C, key: TaskKey, seen: SchedInfoSeen, exited: bool) {
     let wait = match RUNQ_TASKS.get_ptr_mut(key) {
         Some(entry) => {
             // SAFETY: a pointer into a live hash map value; only the task's

@@ -16,7 +16,9 @@ use agent_ebpf::map_full::{MAP_FULL, MAP_FULL_ENTRIES, MapId};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
-    programs::{CgroupSkb, Program, ProgramError, RawTracePoint, SockOps, TracePoint},
+    programs::{
+        BtfTracePoint, CgroupSkb, Program, ProgramError, RawTracePoint, SockOps, TracePoint,
+    },
 };
 
 use crate::tracefs::Tracefs;
@@ -214,6 +216,15 @@ impl Probes {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| LoadError::Object { source })?;
+        // Its copy of the kernel's BTF goes before the next one is read.
+        drop(loader);
+        // Types for the BTF tracepoints, which the kernel checks their loads
+        // against; read once, freed when every signal is attached.
+        let kernel_btf = match sched_info {
+            Ok(_) => aya::Btf::from_sys_fs()
+                .map_err(|e| format!("the kernel's BTF ({}): {e}", crate::btf::VMLINUX)),
+            Err(_) => Err("no probe needs the kernel's BTF".to_owned()),
+        };
 
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
@@ -235,6 +246,7 @@ impl Probes {
                         options.runqueue_source,
                         &fields,
                         &sched_info,
+                        kernel_btf.as_ref(),
                     )?;
                     tracing::info!(
                         probe = runqueue::PROBE,
@@ -404,6 +416,47 @@ pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Resu
         unload_all::<RawTracePoint>(ebpf, programs.iter().map(|(program, _)| *program));
     }
     attached
+}
+
+/// Loads and attaches BTF-typed raw tracepoint programs, (program,
+/// tracepoint), all or none, for the same reason as [`attach_raw_all`]. The
+/// kernel checks their loads from the tracepoint's arguments against `btf`,
+/// its own type information.
+pub(crate) fn attach_btf_all(
+    ebpf: &mut Ebpf,
+    programs: &[(&str, &str)],
+    btf: &aya::Btf,
+) -> Result<(), String> {
+    let attached = programs.iter().try_for_each(|&(program, tracepoint)| {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        prog.load(tracepoint, btf)
+            .map_err(|e| format!("program {program}: {}", error_chain(&e)))?;
+        prog.attach().map(|_| ()).map_err(|e| {
+            format!(
+                "program {program} on BTF tracepoint {tracepoint}: {}",
+                error_chain(&e)
+            )
+        })
+    });
+    if attached.is_err() {
+        unload_btf_all(ebpf, programs);
+    }
+    attached
+}
+
+/// Unloads (and so detaches) the BTF tracepoint programs of `programs`.
+pub(crate) fn unload_btf_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) {
+    for &(program, _) in programs {
+        let prog: Option<&mut BtfTracePoint> =
+            ebpf.program_mut(program).and_then(|p| p.try_into().ok());
+        if let Some(prog) = prog {
+            let _ = prog.unload();
+        }
+    }
 }
 
 /// Loads and attaches classic tracepoint programs, (program, category,

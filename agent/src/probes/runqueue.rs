@@ -31,9 +31,10 @@ pub const PROBE: &str = "runqueue";
 /// How the run-queue probes attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// Raw tracepoints where the kernel has them (5.18+), else classic.
+    /// Raw tracepoints where the kernel has them, else classic.
     Auto,
-    /// Raw tracepoints: several times cheaper per event; Linux 5.18+.
+    /// Raw tracepoints: several times cheaper per event; Linux 5.18+ with
+    /// timestamps, 5.5+ (BTF-typed) with `sched_info`.
     Raw,
     /// Classic tracepoints with field offsets from tracefs; any kernel since 4.14.
     Tracepoint,
@@ -133,11 +134,11 @@ const RAW_PROGRAMS: [(&str, &str); 4] = [
     ("runq_raw_sched_process_free", "sched_process_free"),
 ];
 
-/// Raw tracepoint programs reading `sched_info`: (program, tracepoint).
-const RAW_INFO_PROGRAMS: [(&str, &str); 2] = [
-    ("runq_raw_sched_switch_info", "sched_switch"),
-    ("runq_raw_sched_process_free", "sched_process_free"),
-];
+/// The BTF-typed raw tracepoint program reading `sched_info` with plain
+/// loads (Linux 5.5+), (program, tracepoint); and the raw one that forgets
+/// freed tasks.
+const BTF_INFO_PROGRAMS: [(&str, &str); 1] = [("runq_btf_sched_switch_info", "sched_switch")];
+const FREE_PROGRAMS: [(&str, &str); 1] = [("runq_raw_sched_process_free", "sched_process_free")];
 
 /// Classic tracepoint programs reading `sched_info`.
 const INFO_PROGRAMS: [(&str, &str, &str); 1] =
@@ -229,6 +230,7 @@ pub fn attach(
     source: Source,
     fields: &Result<SchedFields, String>,
     sched_info: &Result<SchedInfoOffset, String>,
+    btf: Result<&aya::Btf, &String>,
 ) -> Result<Attached, String> {
     let with_sched_info = |ebpf: &mut Ebpf| {
         sched_info.as_ref().map_err(Clone::clone)?;
@@ -237,7 +239,7 @@ pub fn attach(
             ebpf,
             mode,
             Ok(()),
-            &RAW_INFO_PROGRAMS,
+            &|ebpf| attach_sched_info_raw(ebpf, btf),
             &INFO_PROGRAMS,
             fields,
         )?;
@@ -251,7 +253,7 @@ pub fn attach(
             ebpf,
             mode,
             raw_supported(),
-            &RAW_PROGRAMS,
+            &|ebpf| super::attach_raw_all(ebpf, &RAW_PROGRAMS),
             &PROGRAMS,
             fields,
         )?;
@@ -276,7 +278,7 @@ fn raw_or_classic(
     ebpf: &mut Ebpf,
     mode: AttachMode,
     raw_usable: Result<(), String>,
-    raw: &[(&str, &str)],
+    raw: &dyn Fn(&mut Ebpf) -> Result<(), String>,
     classic: &[(&'static str, &str, &str)],
     fields: &Result<SchedFields, String>,
 ) -> Result<AttachMode, String> {
@@ -286,10 +288,10 @@ fn raw_or_classic(
     };
     match mode {
         AttachMode::Tracepoint => attach_classic(ebpf),
-        AttachMode::Raw => super::attach_raw_all(ebpf, raw).map(|()| AttachMode::Raw),
+        AttachMode::Raw => raw(ebpf).map(|()| AttachMode::Raw),
         AttachMode::Auto => {
             let raw_attached = match raw_usable {
-                Ok(()) => super::attach_raw_all(ebpf, raw).inspect_err(|why| {
+                Ok(()) => raw(ebpf).inspect_err(|why| {
                     tracing::warn!("raw tracepoints failed ({why}); using classic tracepoints");
                 }),
                 Err(why) => {
@@ -303,6 +305,15 @@ fn raw_or_classic(
             }
         }
     }
+}
+
+/// The `sched_info` programs on raw tracepoints: the BTF-typed one, which
+/// reads the counters with plain loads that the kernel checks against `btf`
+/// when it loads the program.
+fn attach_sched_info_raw(ebpf: &mut Ebpf, btf: Result<&aya::Btf, &String>) -> Result<(), String> {
+    super::attach_btf_all(ebpf, &BTF_INFO_PROGRAMS, btf.map_err(Clone::clone)?)?;
+    super::attach_raw_all(ebpf, &FREE_PROGRAMS)
+        .inspect_err(|_| super::unload_btf_all(ebpf, &BTF_INFO_PROGRAMS))
 }
 
 fn raw_supported() -> Result<(), String> {
