@@ -93,6 +93,85 @@ pub struct RequestKey {
     pub sector: u64,
 }
 
+/// The global that carries [`RequestLayout`], set by the loader from the
+/// kernel's BTF.
+pub const REQUEST_LAYOUT_GLOBAL: &str = "DISK_REQUEST_LAYOUT";
+
+/// Where the BTF-typed block programs find a request's device, sector and
+/// op: byte offsets of members, and the values of `cmd_flags`' op and flags,
+/// all from the kernel's BTF (never hard-coded: they change between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestLayout {
+    /// `struct request`'s `q`.
+    pub q: u32,
+    /// `struct request`'s `__sector`.
+    pub sector: u32,
+    /// `struct request`'s `cmd_flags`.
+    pub cmd_flags: u32,
+    /// `struct request_queue`'s `disk`.
+    pub disk: u32,
+    /// `struct gendisk`'s `major` and `first_minor`.
+    pub major: u32,
+    pub first_minor: u32,
+    /// The bits of `cmd_flags` that hold the op: below the first flag bit,
+    /// `__REQ_FAILFAST_DEV`.
+    pub op_mask: u32,
+    /// The bit of `__REQ_PREFLUSH`: a flush before the data.
+    pub preflush: u32,
+    /// `REQ_OP_READ`, `_WRITE`, `_FLUSH`, `_DISCARD` and `_SECURE_ERASE`.
+    pub op_read: u32,
+    pub op_write: u32,
+    pub op_flush: u32,
+    pub op_discard: u32,
+    pub op_secure_erase: u32,
+}
+
+impl RequestLayout {
+    pub const UNSET: Self = Self {
+        q: 0,
+        sector: 0,
+        cmd_flags: 0,
+        disk: 0,
+        major: 0,
+        first_minor: 0,
+        op_mask: 0,
+        preflush: 0,
+        op_read: 0,
+        op_write: 0,
+        op_flush: 0,
+        op_discard: 0,
+        op_secure_erase: 0,
+    };
+
+    /// The op of a request with `cmd_flags` `flags`, as [`op_from_rwbs`]
+    /// decodes what the kernel's `blk_fill_rwbs()` makes of the same flags.
+    #[inline(always)]
+    pub const fn op_of(&self, flags: u32) -> u32 {
+        let op = flags & self.op_mask;
+        if op == self.op_read {
+            OP_READ
+        } else if op == self.op_write {
+            OP_WRITE
+        } else if op == self.op_flush {
+            OP_FLUSH
+        } else if op == self.op_discard || op == self.op_secure_erase {
+            OP_DISCARD
+        } else if flags & self.preflush != 0 {
+            OP_FLUSH
+        } else {
+            OP_OTHER
+        }
+    }
+}
+
+/// The kernel's `dev_t` of a disk, `MKDEV(major, first_minor)`, as the
+/// block tracepoints report it.
+#[inline(always)]
+pub const fn disk_dev(major: u32, first_minor: u32) -> u32 {
+    (major << 20) | (first_minor & 0xf_ffff)
+}
+
 /// What the probes remember of a request in flight, in a slot of
 /// [`INFLIGHT_MAP`]. A slot is free when both times are 0.
 ///
@@ -243,6 +322,8 @@ mod pod {
     unsafe impl aya::Pod for super::DiskSeries {}
     // SAFETY: `#[repr(C)]` and made only of `u32`s: no padding, any bits valid.
     unsafe impl aya::Pod for super::BlockFields {}
+    // SAFETY: `#[repr(C)]` and made only of `u32`s: no padding, any bits valid.
+    unsafe impl aya::Pod for super::RequestLayout {}
 }
 
 #[cfg(test)]
@@ -291,6 +372,52 @@ mod tests {
         assert_eq!(op("DS"), "discard");
         assert_eq!(op("DE"), "discard");
         assert_eq!(op("FD"), "discard");
+    }
+
+    /// `cmd_flags` as Linux 6.x lays them out.
+    const LINUX_6: RequestLayout = RequestLayout {
+        op_mask: 0xff,
+        preflush: 1 << 18,
+        op_read: 0,
+        op_write: 1,
+        op_flush: 2,
+        op_discard: 3,
+        op_secure_erase: 5,
+        ..RequestLayout::UNSET
+    };
+
+    #[test]
+    fn the_op_from_cmd_flags_is_the_op_rwbs_gives_for_them() {
+        let sync = 1 << 11;
+        let fua = 1 << 17;
+        let preflush = LINUX_6.preflush;
+        for (flags, rwbs) in [
+            (0, "R"),
+            (sync, "RS"),
+            (1, "W"),
+            (1 | sync, "WS"),
+            (1 | preflush | sync, "FWS"),
+            (1 | fua | sync, "WFS"),
+            // The flush machinery's own request.
+            (2 | preflush, "FF"),
+            (3, "D"),
+            (5, "DE"),
+            (3 | preflush, "FD"),
+        ] {
+            assert_eq!(
+                OP_NAMES[LINUX_6.op_of(flags) as usize],
+                op(rwbs),
+                "flags {flags:#x}"
+            );
+        }
+        // REQ_OP_WRITE_ZEROES, which rwbs spells N.
+        assert_eq!(OP_NAMES[LINUX_6.op_of(9) as usize], op("N"));
+    }
+
+    #[test]
+    fn a_disks_dev_is_its_major_and_first_minor() {
+        assert_eq!(disk_dev(254, 0), 254 << 20);
+        assert_eq!(disk_dev(259, 3), (259 << 20) | 3);
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub enum BtfError {
         name: String,
         member: String,
     },
+    #[error("the kernel's BTF {path} has no enumerator {name}")]
+    NoEnumerator { path: PathBuf, name: String },
+    #[error("the kernel's BTF {path} has no raw tracepoint {name} (no type btf_trace_{name})")]
+    NoTracepoint { path: PathBuf, name: String },
+    #[error("the kernel's BTF {path}: raw tracepoint {name} {what}")]
+    TracepointArgs {
+        path: PathBuf,
+        name: String,
+        what: String,
+    },
     #[error("the kernel's BTF {path}: {name}.{member} {what}")]
     Unexpected {
         path: PathBuf,
@@ -197,6 +207,79 @@ impl Btf {
         let offset = u32::try_from(bit_offset / 8)
             .map_err(|_| unexpected(format!("lies {bit_offset} bits in")))?;
         Ok(Member { offset, size })
+    }
+
+    /// The value of the enumerator `name` (of any enum: C's enumerator
+    /// names share one namespace).
+    pub fn enumerator(&self, name: &str) -> Result<i64, BtfError> {
+        let types = self.type_section();
+        (1..=self.starts.len() as u32)
+            .filter_map(|id| self.header(id))
+            .filter(|t| matches!(t.kind, KIND_ENUM | KIND_ENUM64))
+            .find_map(|t| {
+                let stride = if t.kind == KIND_ENUM { 8 } else { 12 };
+                (0..t.vlen).find_map(|i| {
+                    let at = t.at + TYPE_LEN + i * stride;
+                    if self.name(read_u32(types, at)?)? != name {
+                        return None;
+                    }
+                    let low = read_u32(types, at + 4)?;
+                    Some(match t.kind {
+                        // A signed 32-bit value unless the enum is unsigned.
+                        KIND_ENUM if t.kind_flag => i64::from(low),
+                        KIND_ENUM => i64::from(low as i32),
+                        _ => (i64::from(read_u32(types, at + 8)?) << 32) | i64::from(low),
+                    })
+                })
+            })
+            .ok_or_else(|| BtfError::NoEnumerator {
+                path: self.path.clone(),
+                name: name.to_owned(),
+            })
+    }
+
+    /// The name of the struct that argument `n` of raw tracepoint
+    /// `tracepoint` points to (its `TP_PROTO`, from the kernel's
+    /// `btf_trace_<tracepoint>` typedef), or an error saying what it is.
+    pub fn tracepoint_arg_struct(&self, tracepoint: &str, n: usize) -> Result<&str, BtfError> {
+        let typedef = format!("btf_trace_{tracepoint}");
+        let what = |what: String| BtfError::TracepointArgs {
+            path: self.path.clone(),
+            name: tracepoint.to_owned(),
+            what,
+        };
+        let id = (1..=self.starts.len() as u32)
+            .find(|&id| {
+                self.header(id).is_some_and(|t| {
+                    t.kind == KIND_TYPEDEF && self.name(t.name_off) == Some(typedef.as_str())
+                })
+            })
+            .ok_or_else(|| BtfError::NoTracepoint {
+                path: self.path.clone(),
+                name: tracepoint.to_owned(),
+            })?;
+        // typedef -> pointer -> function prototype (void *ctx, args...).
+        let proto = self
+            .header(id)
+            .and_then(|t| self.header(self.resolve(t.size_or_type)?))
+            .filter(|t| t.kind == KIND_PTR)
+            .and_then(|t| self.header(self.resolve(t.size_or_type)?))
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or_else(|| what("is not typed as a pointer to a function".into()))?;
+        if proto.vlen < n + 2 {
+            return Err(what(format!(
+                "takes {} arguments",
+                proto.vlen.saturating_sub(1)
+            )));
+        }
+        let param_type = read_u32(self.type_section(), proto.at + TYPE_LEN + (n + 1) * 8 + 4)
+            .ok_or_else(|| what("is truncated".into()))?;
+        self.header(self.resolve(param_type).unwrap_or(0))
+            .filter(|t| t.kind == KIND_PTR)
+            .and_then(|t| self.header(self.resolve(t.size_or_type)?))
+            .filter(|t| t.kind == KIND_STRUCT)
+            .and_then(|t| self.name(t.name_off))
+            .ok_or_else(|| what(format!("argument {n} is not a pointer to a struct")))
     }
 
     fn type_section(&self) -> &[u8] {
@@ -388,6 +471,24 @@ pub(crate) mod tests {
             self.push(name, kind, members.len() as u32, size, &tail)
         }
 
+        /// An enum of 4-byte (name, value)s.
+        pub(crate) fn enumeration(&mut self, name: &str, values: &[(&str, i32)]) -> u32 {
+            let mut tail = Vec::new();
+            for &(enumerator, value) in values {
+                tail.extend([self.string(enumerator), value as u32]);
+            }
+            self.push(name, KIND_ENUM, values.len() as u32, 4, &tail)
+        }
+
+        /// A function prototype returning void, of (name, type) parameters.
+        pub(crate) fn func_proto(&mut self, params: &[(&str, u32)]) -> u32 {
+            let mut tail = Vec::new();
+            for &(param, ty) in params {
+                tail.extend([self.string(param), ty]);
+            }
+            self.push("", KIND_FUNC_PROTO, params.len() as u32, 0, &tail)
+        }
+
         pub(crate) fn build(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC.to_le_bytes());
@@ -511,6 +612,68 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("unknown kind"), "{err}");
     }
 
+    /// The block layer's request flags and one raw tracepoint, as 6.x has them.
+    fn block_fixture() -> Vec<u8> {
+        let mut b = Builder::new();
+        b.enumeration(
+            "req_op",
+            &[("REQ_OP_READ", 0), ("REQ_OP_WRITE", 1), ("REQ_OP_FLUSH", 2)],
+        );
+        b.enumeration(
+            "req_flag_bits",
+            &[("__REQ_FAILFAST_DEV", 8), ("__REQ_PREFLUSH", 18)],
+        );
+        let int = b.int("int", 4);
+        let request = b.composite("request", 8, &[("tag", int, 0)], false);
+        let request_ptr = b.ptr(request);
+        let void_ptr = b.ptr(0);
+        let proto = b.func_proto(&[("", void_ptr), ("", request_ptr), ("", int)]);
+        let proto_ptr = b.ptr(proto);
+        b.typedef("btf_trace_block_rq_complete", proto_ptr);
+        b.build()
+    }
+
+    #[test]
+    fn finds_enumerators_of_any_enum_by_name() {
+        let btf = parse(&block_fixture()).expect("parses");
+        assert_eq!(btf.enumerator("REQ_OP_FLUSH").expect("found"), 2);
+        assert_eq!(btf.enumerator("__REQ_PREFLUSH").expect("found"), 18);
+        let err = btf.enumerator("REQ_OP_ZONE_APPEND").expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "the kernel's BTF fixture has no enumerator REQ_OP_ZONE_APPEND"
+        );
+    }
+
+    #[test]
+    fn tells_what_a_raw_tracepoints_arguments_point_to() {
+        let btf = parse(&block_fixture()).expect("parses");
+        assert_eq!(
+            btf.tracepoint_arg_struct("block_rq_complete", 0)
+                .expect("argument 0"),
+            "request"
+        );
+        let err = btf
+            .tracepoint_arg_struct("block_rq_complete", 1)
+            .expect_err("an int");
+        assert!(
+            err.to_string()
+                .ends_with("argument 1 is not a pointer to a struct"),
+            "{err}"
+        );
+        let err = btf
+            .tracepoint_arg_struct("block_rq_complete", 5)
+            .expect_err("too few");
+        assert!(err.to_string().ends_with("takes 2 arguments"), "{err}");
+        let err = btf
+            .tracepoint_arg_struct("block_rq_issue", 0)
+            .expect_err("absent");
+        assert!(
+            err.to_string().contains("no raw tracepoint block_rq_issue"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_unreadable_file_names_its_path() {
         let err = Btf::read(Path::new("/nonexistent/vmlinux")).expect_err("no such file");
@@ -540,5 +703,10 @@ pub(crate) mod tests {
             "{sched_info:?}"
         );
         assert_eq!(pcount.size, 8);
+        assert_eq!(
+            btf.tracepoint_arg_struct("sched_switch", 1)
+                .expect("sched_switch's prev"),
+            "task_struct"
+        );
     }
 }

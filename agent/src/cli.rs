@@ -135,6 +135,12 @@ pub struct CollectArgs {
     #[arg(long, env = "STALLWATCH_RUNQUEUE_SOURCE", value_enum, default_value_t = Source::Auto)]
     pub runqueue_source: Source,
 
+    /// How the disk probes attach: raw tracepoints (BTF-typed, requests by
+    /// address, Linux 5.11+), classic tracepoints (offsets from tracefs), or
+    /// auto (raw where possible).
+    #[arg(long, env = "STALLWATCH_DISK_ATTACH", value_enum, default_value_t = AttachMode::Auto)]
+    pub disk_attach: AttachMode,
+
     /// Capacity of the per-task map: threads alive at once on the node.
     /// Preallocated, 88 bytes of kernel memory per entry; overflow is counted in stallwatch_map_full_total.
     #[arg(long, env = "STALLWATCH_MAX_TASKS", default_value_t = DEFAULT_MAX_TASKS,

@@ -50,6 +50,7 @@ pub fn collector(args: &CollectArgs) -> anyhow::Result<Started> {
         tcp_rtt_interval: args.tcp_rtt_interval,
         runqueue_attach: args.runqueue_attach,
         runqueue_source: args.runqueue_source,
+        disk_attach: args.disk_attach,
     };
     let mut probes = Probes::load(tracefs.as_ref(), &cgroup_root, &args.probes, options)?;
     release_freed_memory();

@@ -6,19 +6,19 @@ use std::time::Duration;
 
 use stallwatch_tests::{Agent, privileged};
 
-/// `kernel.perf_event_paranoid` lowered to 2 while a test runs, restored
-/// after. Debian's kernels default to 3, where `perf_event_open(2)` of a
-/// tracepoint (the disk probes) needs CAP_SYS_ADMIN, not CAP_PERFMON; the
-/// README tells DaemonSet users to set 2 on such nodes.
+/// `kernel.perf_event_paranoid` set to 3 while a test runs, restored after.
+/// Debian's kernels default to 3, where `perf_event_open(2)` of a classic
+/// tracepoint needs CAP_SYS_ADMIN, not CAP_PERFMON: every probe must come up
+/// without it, on raw tracepoints.
 struct Paranoid(Option<String>);
 
 const PARANOID: &str = "/proc/sys/kernel/perf_event_paranoid";
 
 impl Paranoid {
-    fn at_most_2() -> Self {
+    fn at_debians_default() -> Self {
         let before = std::fs::read_to_string(PARANOID).unwrap_or_default();
-        if before.trim().parse::<i32>().is_ok_and(|level| level > 2) {
-            std::fs::write(PARANOID, "2").unwrap_or_else(|e| panic!("writing {PARANOID}: {e}"));
+        if before.trim() != "3" {
+            std::fs::write(PARANOID, "3").unwrap_or_else(|e| panic!("writing {PARANOID}: {e}"));
             return Self(Some(before));
         }
         Self(None)
@@ -56,7 +56,7 @@ fn bpf_perfmon_and_net_admin_are_all_it_needs() {
         return;
     }
     Agent::ensure_tracefs();
-    let _paranoid = Paranoid::at_most_2();
+    let _paranoid = Paranoid::at_debians_default();
     let agent = Agent::spawn_with_capabilities(&[], &[CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN]);
     agent.wait_for("/readyz", 200, Duration::from_secs(30));
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid().unwrap_or(0)))
@@ -92,7 +92,7 @@ fn without_net_admin_the_tcp_probes_cannot_load_and_say_why() {
         return;
     }
     Agent::ensure_tracefs();
-    let _paranoid = Paranoid::at_most_2();
+    let _paranoid = Paranoid::at_debians_default();
     let agent = Agent::spawn_with_capabilities(&[], &[CAP_BPF, CAP_PERFMON]);
     agent.wait_for("/healthz", 200, Duration::from_secs(30));
     let up = probe_up(&agent);

@@ -28,18 +28,40 @@ fn direct_io_script(path: &str) -> String {
 }
 
 #[test]
-fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
-    if !privileged("disk I/O attribution") {
-        return;
+fn direct_io_is_attributed_to_the_cgroup_that_issued_it_raw() {
+    if privileged("disk I/O attribution, raw tracepoints") {
+        direct_io_is_attributed("raw");
     }
+}
+
+#[test]
+fn direct_io_is_attributed_to_the_cgroup_that_issued_it_classic() {
+    if privileged("disk I/O attribution, classic tracepoints") {
+        direct_io_is_attributed("tracepoint");
+    }
+}
+
+/// The agent with the disk probes attached as `attach` asks, checked in its log.
+fn agent_attached(attach: &str, flags: &[&str]) -> Agent {
+    let agent = Agent::start(&[&["--disk-attach", attach], flags].concat());
+    let attached = format!("probe=\"disk\" attach=\"{attach}\"");
+    assert!(
+        agent.log().contains(&attached),
+        "the agent did not attach with {attached}:\n{}",
+        agent.log()
+    );
+    agent
+}
+
+fn direct_io_is_attributed(attach: &str) {
     // The idle sibling's one process is started (and its binary read, should
     // that reach the disk) before the agent is: from then on it does nothing.
-    let idle = TestCgroup::create("disk-idle");
+    let idle = TestCgroup::create(&format!("disk-idle-{attach}"));
     let _idle = Workload::in_cgroups(&[idle.path.join("cgroup.procs")], "exec sleep 3600");
     std::thread::sleep(Duration::from_millis(300));
-    let agent = Agent::start(&["--cgroup-rescan-interval", "1s"]);
+    let agent = agent_attached(attach, &["--cgroup-rescan-interval", "1s"]);
     let scratch = Scratch::create(BLOCKS * 4096);
-    let busy = TestCgroup::create("disk-busy");
+    let busy = TestCgroup::create(&format!("disk-busy-{attach}"));
     let mut io = Workload::in_cgroups(
         &[busy.path.join("cgroup.procs")],
         &direct_io_script(&scratch.path.display().to_string()),
@@ -152,13 +174,23 @@ fn direct_io_is_attributed_to_the_cgroup_that_issued_it() {
 /// unmatched: together they must agree with bpftrace counting
 /// `block_rq_complete` on that device over the same time.
 #[test]
-fn device_totals_agree_with_bpftrace() {
-    if !privileged("disk I/O cross-check with bpftrace") {
-        return;
+fn device_totals_agree_with_bpftrace_raw() {
+    if privileged("disk I/O cross-check with bpftrace, raw tracepoints") {
+        device_totals_agree_with_bpftrace("raw");
     }
-    let agent = Agent::start(&[]);
+}
+
+#[test]
+fn device_totals_agree_with_bpftrace_classic() {
+    if privileged("disk I/O cross-check with bpftrace, classic tracepoints") {
+        device_totals_agree_with_bpftrace("tracepoint");
+    }
+}
+
+fn device_totals_agree_with_bpftrace(attach: &str) {
+    let agent = agent_attached(attach, &[]);
     let scratch = Scratch::create(BLOCKS * 4096);
-    let busy = TestCgroup::create("disk-xcheck");
+    let busy = TestCgroup::create(&format!("disk-xcheck-{attach}"));
     let on_disk = [("device", scratch.disk.as_str())];
     let device_total = |s: &Scrape| s.sum(REQUESTS, &on_disk) + s.sum(UNMATCHED, &on_disk);
     let bpftrace = Bpftrace::start(&format!(

@@ -1,8 +1,16 @@
 //! Disk I/O latency per cgroup, device and op.
 //!
-//! Classic tracepoints of the block layer, whose fields are read at offsets
-//! taken from the tracefs format files ([`DISK_FIELDS`]), from a copy of the
-//! record's first bytes. A request is known by its device and first sector
+//! Tracepoints of the block layer, attached one of two ways:
+//! - BTF-typed raw tracepoints (`disk_btf_*`, Linux 5.11+): the kernel
+//!   passes the `struct request` without building a trace record, and the
+//!   programs read its disk, sector and `cmd_flags` with plain loads at
+//!   offsets from the kernel's BTF ([`DISK_REQUEST_LAYOUT`]), which the
+//!   kernel checks when it loads them;
+//! - classic tracepoints (`disk_rq_*`), whose fields are read at offsets
+//!   taken from the tracefs format files ([`DISK_FIELDS`]), from a copy of
+//!   the record's first bytes.
+//!
+//! Either way a request is known by its device and first sector
 //! ([`RequestKey`]):
 //!
 //! - `block_rq_insert` (queued in the block layer, e.g. by an I/O scheduler)
@@ -35,16 +43,17 @@
 use agent_ebpf::{
     disk::{
         BlockFields, COMPLETE_PREFIX, DEFAULT_MAX_INFLIGHT, DiskKey, DiskSeries, InFlight,
-        OP_FLUSH, REQUEST_PREFIX, RequestKey, UNMATCHED, bucket_of, op_from_rwbs,
+        OP_FLUSH, REQUEST_PREFIX, RequestKey, RequestLayout, UNMATCHED, bucket_of, disk_dev,
+        op_from_rwbs,
     },
     map_full::MapId,
 };
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 
 use crate::{hist, map_full};
@@ -52,6 +61,11 @@ use crate::{hist, map_full};
 /// Tracepoint field offsets, set by the loader from tracefs.
 #[unsafe(no_mangle)]
 static DISK_FIELDS: BlockFields = BlockFields::UNSET;
+
+/// Where the BTF-typed programs find a request's device and op, set by the
+/// loader from the kernel's BTF.
+#[unsafe(no_mangle)]
+static DISK_REQUEST_LAYOUT: RequestLayout = RequestLayout::UNSET;
 
 #[map(name = "DISK_INFLIGHT")]
 static DISK_INFLIGHT: Array<InFlight> = Array::with_max_entries(DEFAULT_MAX_INFLIGHT, 0);
@@ -97,6 +111,88 @@ pub fn disk_rq_merge(ctx: TracePointContext) -> u32 {
 pub fn disk_rq_complete(ctx: TracePointContext) -> u32 {
     let _ = rq_complete(&ctx);
     0
+}
+
+// ---- BTF-typed raw tracepoints: no trace record ----
+
+#[btf_tracepoint(function = "block_rq_insert")]
+pub fn disk_btf_rq_insert(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct request *rq)
+    let (key, _) = request(ctx.arg(0), &layout());
+    start(&ctx, key, now(), 0);
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn disk_btf_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct request *rq)
+    let (key, _) = request(ctx.arg(0), &layout());
+    issue(&ctx, key);
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_merge")]
+pub fn disk_btf_rq_merge(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct request *rq)
+    let (key, _) = request(ctx.arg(0), &layout());
+    if let Some(slot) = find(&key) {
+        // SAFETY: `slot` points into a live array map value.
+        unsafe { free(slot) };
+    }
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn disk_btf_rq_complete(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+    let layout = layout();
+    let (key, flags) = request(ctx.arg(0), &layout);
+    let failed = ctx.arg::<u64>(1) as u8 != 0;
+    let bytes = u64::from(ctx.arg::<u64>(2) as u32);
+    let _ = complete(&ctx, key, key.dev, layout.op_of(flags), bytes, failed);
+    0
+}
+
+#[inline(always)]
+fn layout() -> RequestLayout {
+    // SAFETY: a plain read of a global the loader may have overridden.
+    unsafe { core::ptr::read_volatile(&DISK_REQUEST_LAYOUT) }
+}
+
+/// The (device, sector) of request `rq`, as the tracepoints report them,
+/// and its `cmd_flags`. A BTF-typed pointer cannot be used as a number
+/// (the kernel keeps programs from computing with kernel addresses), so
+/// requests are known by their contents, as with classic tracepoints.
+#[inline(always)]
+fn request(rq: *const u8, layout: &RequestLayout) -> (RequestKey, u32) {
+    // SAFETY: `rq` is the request the tracepoint is about, typed by the
+    // kernel's BTF, as are the queue and disk it points to; the offsets are
+    // those members' in this kernel's BTF, and the kernel checks each load
+    // against it when it loads the program (a load through a pointer that
+    // turns out to be bad reads 0 rather than faulting).
+    unsafe {
+        let flags = core::ptr::read_volatile(rq.add(layout.cmd_flags as usize).cast::<u32>());
+        let sector = core::ptr::read_volatile(rq.add(layout.sector as usize).cast::<u64>());
+        let queue = core::ptr::read_volatile(rq.add(layout.q as usize).cast::<*const u8>());
+        let disk = core::ptr::read_volatile(queue.add(layout.disk as usize).cast::<*const u8>());
+        // As the tracepoints report it: 0 for a request without a disk.
+        let dev = if disk.is_null() {
+            0
+        } else {
+            disk_dev(
+                core::ptr::read_volatile(disk.add(layout.major as usize).cast::<u32>()),
+                core::ptr::read_volatile(disk.add(layout.first_minor as usize).cast::<u32>()),
+            )
+        };
+        (
+            RequestKey {
+                dev,
+                _pad: 0,
+                sector,
+            },
+            flags,
+        )
+    }
 }
 
 #[inline(always)]
@@ -267,7 +363,7 @@ fn find(key: &RequestKey) -> Option<*mut InFlight> {
 /// free one, else the one seen least recently, whose request will complete
 /// unmatched (counted as the map being full).
 #[inline(always)]
-fn start(ctx: &TracePointContext, key: RequestKey, inserted_ns: u64, issued_ns: u64) {
+fn start<C: EbpfContext>(ctx: &C, key: RequestKey, inserted_ns: u64, issued_ns: u64) {
     let Some((a, b)) = bucket(&key) else { return };
     // SAFETY: both point into the live array map; a request is handled by
     // one CPU at a time, and another request sharing the bucket at the same
@@ -312,10 +408,18 @@ fn rq_insert(ctx: &TracePointContext) -> Option<()> {
 fn rq_issue(ctx: &TracePointContext) -> Option<()> {
     let f = fields();
     let key = Record::of_request(ctx)?.request(f.issue_dev, f.issue_sector)?;
+    issue(ctx, key);
+    Some(())
+}
+
+/// Notes the issue of request `key`, its first sighting if it was not
+/// inserted.
+#[inline(always)]
+fn issue<C: EbpfContext>(ctx: &C, key: RequestKey) {
     let issued = now();
     let Some(entry) = find(&key) else {
         start(ctx, key, 0, issued);
-        return Some(());
+        return;
     };
     // SAFETY: `entry` points into a live map value; a request is issued by
     // one CPU at a time.
@@ -328,7 +432,6 @@ fn rq_issue(ctx: &TracePointContext) -> Option<()> {
         }
         (*entry).issued_ns = issued;
     }
-    Some(())
 }
 
 fn rq_complete(ctx: &TracePointContext) -> Option<()> {
@@ -343,6 +446,27 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
     let nr_sector = record.at::<u32>(f.complete_nr_sector)?;
     let error = record.at::<i32>(f.complete_error)?;
     let op = record.op(f.complete_rwbs)?;
+    complete(
+        ctx,
+        key,
+        key.dev,
+        op,
+        u64::from(nr_sector) * 512,
+        error != 0,
+    )
+}
+
+/// Counts the completion of request `key` of disk `dev`, of `bytes`, for
+/// the cgroup that submitted it.
+#[inline(always)]
+fn complete<C: EbpfContext>(
+    ctx: &C,
+    key: RequestKey,
+    dev: u32,
+    op: u32,
+    bytes: u64,
+    failed: bool,
+) -> Option<()> {
     let done = now();
     let started = find(&key).map(|slot| {
         // SAFETY: `slot` points into the live array map.
@@ -356,14 +480,10 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
         Some(entry) => entry.cgroup,
         // The empty write that asked for a flush completes when the flush
         // does, without being issued itself: the device did nothing for it.
-        None if nr_sector == 0 && op != OP_FLUSH => return Some(()),
+        None if bytes == 0 && op != OP_FLUSH => return Some(()),
         None => UNMATCHED,
     };
-    let series = DiskKey {
-        cgroup,
-        dev: key.dev,
-        op,
-    };
+    let series = DiskKey { cgroup, dev, op };
     // A request that failed before it was issued has no latency.
     let latency = started
         .filter(|entry| entry.issued_ns != 0)
@@ -381,8 +501,8 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
             hist::add(&mut (*value).queue, ns);
         }
         crate::atomic_add(&mut (*value).requests, 1);
-        crate::atomic_add(&mut (*value).bytes, u64::from(nr_sector) * 512);
-        if error != 0 {
+        crate::atomic_add(&mut (*value).bytes, bytes);
+        if failed {
             crate::atomic_add(&mut (*value).errors, 1);
         }
     }

@@ -1,16 +1,24 @@
 //! Disk I/O latency: the userspace half of `agent-ebpf/src/probes/disk.rs`.
-//! Takes the block tracepoints' field offsets from tracefs, attaches the
+//! Takes the block tracepoints' field offsets from tracefs, or the request's
+//! layout from the kernel's BTF for the raw tracepoints, attaches the
 //! probes, and reads the per-(cgroup, device, op) histograms and counters
 //! when scraped.
 
-use agent_ebpf::disk::{BlockFields, DiskKey, DiskSeries, SERIES_MAP, record_prefix};
+use std::path::Path;
+
+use agent_ebpf::disk::{
+    BlockFields, DiskKey, DiskSeries, RequestLayout, SERIES_MAP, record_prefix,
+};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
 };
 
-use super::{LoadError, take_map};
-use crate::tracefs::{EventFormat, Tracefs, TracefsError};
+use super::{AttachMode, LoadError, take_map};
+use crate::{
+    btf::Btf,
+    tracefs::{EventFormat, Tracefs, TracefsError},
+};
 
 pub const PROBE: &str = "disk";
 
@@ -89,11 +97,97 @@ pub fn fill_from(fields: &mut BlockFields, format: &EventFormat) -> Result<(), T
     Ok(())
 }
 
-/// Attaches all the probes, or none. `fields` are their offsets, or why
-/// they are not known.
-pub fn attach(ebpf: &mut Ebpf, fields: &Result<BlockFields, String>) -> Result<(), String> {
-    fields.as_ref().map_err(Clone::clone)?;
-    super::attach_tracepoints_all(ebpf, &PROGRAMS)
+/// BTF-typed raw tracepoint programs: (program, tracepoint). Each takes the
+/// `struct request` as its first argument (Linux 5.11+).
+const RAW_PROGRAMS: [(&str, &str); 4] = [
+    ("disk_btf_rq_insert", "block_rq_insert"),
+    ("disk_btf_rq_issue", "block_rq_issue"),
+    ("disk_btf_rq_merge", "block_rq_merge"),
+    ("disk_btf_rq_complete", "block_rq_complete"),
+];
+
+/// Where the raw programs find a request's device and op in this kernel,
+/// from its BTF at `path`: the members' offsets, the op's bits and values in
+/// `cmd_flags`, and that every tracepoint passes the request first.
+pub fn request_layout(path: &Path) -> Result<RequestLayout, String> {
+    let btf = Btf::read(path).map_err(|e| e.to_string())?;
+    for (_, tracepoint) in RAW_PROGRAMS {
+        let arg = btf
+            .tracepoint_arg_struct(tracepoint, 0)
+            .map_err(|e| e.to_string())?;
+        if arg != "request" {
+            return Err(format!(
+                "raw tracepoint {tracepoint} passes a struct {arg} first, not the request \
+                 (before Linux 5.11)"
+            ));
+        }
+    }
+    let member = |name: &str, member: &str, size: u32| {
+        let found = btf.member(name, member).map_err(|e| e.to_string())?;
+        if found.size == size {
+            Ok(found.offset)
+        } else {
+            Err(format!(
+                "{name}.{member} is {} bytes in the kernel's BTF {}, not {size}",
+                found.size,
+                path.display()
+            ))
+        }
+    };
+    let value = |name: &str| {
+        let value = btf.enumerator(name).map_err(|e| e.to_string())?;
+        u32::try_from(value).map_err(|_| format!("{name} is {value} in the kernel's BTF"))
+    };
+    let bit = |name: &str| {
+        1u32.checked_shl(value(name)?)
+            .ok_or_else(|| format!("{name} is not a bit of a 32-bit cmd_flags"))
+    };
+    Ok(RequestLayout {
+        q: member("request", "q", 8)?,
+        sector: member("request", "__sector", 8)?,
+        cmd_flags: member("request", "cmd_flags", 4)?,
+        disk: member("request_queue", "disk", 8)?,
+        major: member("gendisk", "major", 4)?,
+        first_minor: member("gendisk", "first_minor", 4)?,
+        // The first flag bit lies just above the op's.
+        op_mask: bit("__REQ_FAILFAST_DEV")? - 1,
+        preflush: bit("__REQ_PREFLUSH")?,
+        op_read: value("REQ_OP_READ")?,
+        op_write: value("REQ_OP_WRITE")?,
+        op_flush: value("REQ_OP_FLUSH")?,
+        op_discard: value("REQ_OP_DISCARD")?,
+        op_secure_erase: value("REQ_OP_SECURE_ERASE")?,
+    })
+}
+
+/// Attaches all the probes, or none, as `mode` asks: raw tracepoints where
+/// `layout` (or why it is not known) and `btf` allow, and classic ones,
+/// whose offsets are `fields` (or why they are not known). Returns how they
+/// attached.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    fields: &Result<BlockFields, String>,
+    layout: &Result<RequestLayout, String>,
+    btf: Result<&aya::Btf, &String>,
+) -> Result<AttachMode, String> {
+    let raw = |ebpf: &mut Ebpf| {
+        layout.as_ref().map_err(Clone::clone)?;
+        super::attach_btf_all(ebpf, &RAW_PROGRAMS, btf.map_err(Clone::clone)?)
+            .map(|()| AttachMode::Raw)
+    };
+    let classic = |ebpf: &mut Ebpf| {
+        fields.as_ref().map_err(Clone::clone)?;
+        super::attach_tracepoints_all(ebpf, &PROGRAMS).map(|()| AttachMode::Tracepoint)
+    };
+    match mode {
+        AttachMode::Raw => raw(ebpf),
+        AttachMode::Tracepoint => classic(ebpf),
+        AttachMode::Auto => raw(ebpf).or_else(|why| {
+            tracing::info!("disk: {why}; using classic tracepoints");
+            classic(ebpf)
+        }),
+    }
 }
 
 /// One scrape's disk series, as read from the kernel (buffers reused).
@@ -256,5 +350,129 @@ mod tests {
             text.contains("block_rq_issue") && text.contains("dev"),
             "{text}"
         );
+    }
+
+    /// A kernel's BTF with what the raw programs read, the block
+    /// tracepoints passing `first` as their first argument, and `request`'s
+    /// `cmd_flags` of `flags_size` bytes.
+    fn block_btf(dir: &Path, first: &str, flags_size: u32) -> std::path::PathBuf {
+        use crate::btf::tests::Builder;
+        let mut b = Builder::new();
+        b.enumeration(
+            "req_op",
+            &[
+                ("REQ_OP_READ", 0),
+                ("REQ_OP_WRITE", 1),
+                ("REQ_OP_FLUSH", 2),
+                ("REQ_OP_DISCARD", 3),
+                ("REQ_OP_SECURE_ERASE", 5),
+            ],
+        );
+        b.enumeration(
+            "req_flag_bits",
+            &[("__REQ_FAILFAST_DEV", 8), ("__REQ_PREFLUSH", 18)],
+        );
+        let int = b.int("int", 4);
+        let flags = b.int("unsigned int", flags_size);
+        let u64_ = b.int("long long unsigned int", 8);
+        let gendisk = b.composite(
+            "gendisk",
+            64,
+            &[("major", int, 0), ("first_minor", int, 32)],
+            false,
+        );
+        let gendisk_ptr = b.ptr(gendisk);
+        let queue = b.composite(
+            "request_queue",
+            128,
+            &[("disk", gendisk_ptr, 104 * 8)],
+            false,
+        );
+        let queue_ptr = b.ptr(queue);
+        let request = b.composite(
+            "request",
+            256,
+            &[
+                ("q", queue_ptr, 0),
+                ("cmd_flags", flags, 24 * 8),
+                ("__sector", u64_, 48 * 8),
+            ],
+            false,
+        );
+        let arg = if first == "request" { request } else { queue };
+        let arg_ptr = b.ptr(arg);
+        let void_ptr = b.ptr(0);
+        for tracepoint in [
+            "block_rq_insert",
+            "block_rq_issue",
+            "block_rq_merge",
+            "block_rq_complete",
+        ] {
+            let proto = b.func_proto(&[("", void_ptr), ("", arg_ptr)]);
+            let proto_ptr = b.ptr(proto);
+            b.typedef(&format!("btf_trace_{tracepoint}"), proto_ptr);
+        }
+        let path = dir.join("vmlinux");
+        std::fs::write(&path, b.build()).expect("write the fixture");
+        path
+    }
+
+    #[test]
+    fn the_raw_programs_take_the_requests_layout_from_btf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = request_layout(&block_btf(dir.path(), "request", 4)).expect("layout");
+        assert_eq!(
+            layout,
+            RequestLayout {
+                q: 0,
+                sector: 48,
+                cmd_flags: 24,
+                disk: 104,
+                major: 0,
+                first_minor: 4,
+                op_mask: 0xff,
+                preflush: 1 << 18,
+                op_read: 0,
+                op_write: 1,
+                op_flush: 2,
+                op_discard: 3,
+                op_secure_erase: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn a_kernel_whose_tracepoints_pass_the_queue_first_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err =
+            request_layout(&block_btf(dir.path(), "request_queue", 4)).expect_err("before 5.11");
+        assert!(
+            err.contains("block_rq_insert passes a struct request_queue first"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_member_of_another_size_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = request_layout(&block_btf(dir.path(), "request", 8)).expect_err("8-byte flags");
+        assert!(err.contains("request.cmd_flags is 8 bytes"), "{err}");
+    }
+
+    #[test]
+    fn this_kernels_btf_describes_what_the_raw_programs_read() {
+        let path = Path::new(crate::btf::VMLINUX);
+        if !path.exists() {
+            eprintln!("skipped: {} does not exist on this kernel", path.display());
+            return;
+        }
+        let layout = request_layout(path).expect("this kernel's request layout");
+        assert_eq!(
+            (layout.op_read, layout.op_write, layout.op_flush),
+            (0, 1, 2)
+        );
+        // The op's bits are the low ones, below the first flag's.
+        assert!((layout.op_mask + 1).is_power_of_two(), "{layout:?}");
+        assert!(layout.preflush > layout.op_mask, "{layout:?}");
     }
 }

@@ -75,6 +75,30 @@ impl fmt::Display for ProbeStatus {
     }
 }
 
+/// How a signal's tracepoint programs attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Raw tracepoints where the kernel has what they need, else classic.
+    Auto,
+    /// Raw tracepoints: the kernel passes its arguments without building a
+    /// trace record. The run-queue probes need Linux 5.18+ with timestamps
+    /// and 5.5+ (BTF-typed) with `sched_info`; the disk probes 5.11+ with
+    /// the kernel's BTF.
+    Raw,
+    /// Classic tracepoints with field offsets from tracefs; any kernel since 4.14.
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Raw => "raw",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+}
+
 /// How the probes are set up, from flags.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeOptions {
@@ -83,8 +107,9 @@ pub struct ProbeOptions {
     pub max_disk_inflight: u32,
     pub max_tcp_sockets: u32,
     pub tcp_rtt_interval: Duration,
-    pub runqueue_attach: runqueue::AttachMode,
+    pub runqueue_attach: AttachMode,
     pub runqueue_source: runqueue::Source,
+    pub disk_attach: AttachMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +181,13 @@ impl Probes {
             Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
         });
+        let request_layout = if !enabled.contains(&Signal::Disk) {
+            Err("the disk probes are off".to_owned())
+        } else if options.disk_attach == AttachMode::Tracepoint {
+            Err("classic tracepoints were asked for".to_owned())
+        } else {
+            disk::request_layout(Path::new(crate::btf::VMLINUX))
+        };
 
         // The loader reads the kernel's BTF for itself, the run-queue probes
         // for sched_info's offset: both copies are freed once loaded (see
@@ -208,6 +240,10 @@ impl Probes {
             _ => agent_ebpf::disk::BlockFields::UNSET,
         };
         loader.override_global(agent_ebpf::disk::FIELDS_GLOBAL, &block_fields, true);
+        let layout = *request_layout
+            .as_ref()
+            .unwrap_or(&agent_ebpf::disk::RequestLayout::UNSET);
+        loader.override_global(agent_ebpf::disk::REQUEST_LAYOUT_GLOBAL, &layout, true);
         let inflight_mask = agent_ebpf::disk::inflight_slots(options.max_disk_inflight) - 1;
         loader.override_global(agent_ebpf::disk::INFLIGHT_MASK_GLOBAL, &inflight_mask, true);
         let rtt_interval_ns =
@@ -220,10 +256,10 @@ impl Probes {
         drop(loader);
         // Types for the BTF tracepoints, which the kernel checks their loads
         // against; read once, freed when every signal is attached.
-        let kernel_btf = match sched_info {
-            Ok(_) => aya::Btf::from_sys_fs()
+        let kernel_btf = match (&sched_info, &request_layout) {
+            (Ok(_), _) | (_, Ok(_)) => aya::Btf::from_sys_fs()
                 .map_err(|e| format!("the kernel's BTF ({}): {e}", crate::btf::VMLINUX)),
-            Err(_) => Err("no probe needs the kernel's BTF".to_owned()),
+            _ => Err("no probe needs the kernel's BTF".to_owned()),
         };
 
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -275,7 +311,17 @@ impl Probes {
                 &mut ebpf,
                 &mut status,
                 Signal::Disk,
-                |ebpf| disk::attach(ebpf, &fields),
+                |ebpf| {
+                    let mode = disk::attach(
+                        ebpf,
+                        options.disk_attach,
+                        &fields,
+                        &request_layout,
+                        kernel_btf.as_ref(),
+                    )?;
+                    tracing::info!(probe = disk::PROBE, attach = mode.name(), "attached");
+                    Ok(())
+                },
                 disk::DiskMaps::take,
             )?,
             None => None,

@@ -28,27 +28,7 @@ use crate::{
 
 pub const PROBE: &str = "runqueue";
 
-/// How the run-queue probes attach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// Raw tracepoints where the kernel has them, else classic.
-    Auto,
-    /// Raw tracepoints: several times cheaper per event; Linux 5.18+ with
-    /// timestamps, 5.5+ (BTF-typed) with `sched_info`.
-    Raw,
-    /// Classic tracepoints with field offsets from tracefs; any kernel since 4.14.
-    Tracepoint,
-}
-
-impl AttachMode {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Raw => "raw",
-            Self::Tracepoint => "tracepoint",
-        }
-    }
-}
+pub use super::AttachMode;
 
 /// Where the waits come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
