@@ -100,6 +100,8 @@ fn a_probe_that_cannot_attach_is_reported_not_fatal() {
         fake.to_str().expect("utf-8"),
         "--runqueue-attach",
         "tracepoint",
+        "--disk-attach",
+        "tracepoint",
     ]);
     agent.wait_for("/healthz", 200, Duration::from_secs(30));
     let (status, body) = agent.get("/readyz").expect("readyz");
