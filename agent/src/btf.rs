@@ -171,6 +171,11 @@ impl Btf {
         })
     }
 
+    /// The file this BTF was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The member `member` of `struct name`, looked for in the struct and in
     /// its anonymous struct and union members (as the kernel nests some).
     pub fn member(&self, name: &str, member: &str) -> Result<Member, BtfError> {

@@ -77,10 +77,11 @@ pub fn collector(args: &CollectArgs) -> anyhow::Result<Started> {
     })
 }
 
-/// Loading the probes reads the kernel's BTF twice over (aya's loader and
-/// the run-queue probes' offsets: 5 MiB each, with aya's parsed copy) and
-/// frees it all, but glibc keeps the freed heap pages: the agent stayed at
-/// 16–22 MiB resident after start-up instead of 9. Give them back.
+/// Loading the probes reads the kernel's BTF three times over (the probes'
+/// offsets, aya's loader, and aya's copy for the BTF tracepoints: 5 MiB
+/// each, with aya's parsed copies) and frees it all, but glibc keeps the
+/// freed heap pages: the agent stayed at 16–22 MiB resident after start-up
+/// instead of 9. Give them back.
 fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas; it has no

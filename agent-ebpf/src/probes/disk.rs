@@ -118,24 +118,21 @@ pub fn disk_rq_complete(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "block_rq_insert")]
 pub fn disk_btf_rq_insert(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct request *rq)
-    let (key, _) = request(ctx.arg(0), &layout());
-    start(&ctx, key, now(), 0);
+    start(&ctx, request(ctx.arg(0), &layout()), now(), 0);
     0
 }
 
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn disk_btf_rq_issue(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct request *rq)
-    let (key, _) = request(ctx.arg(0), &layout());
-    issue(&ctx, key);
+    issue(&ctx, request(ctx.arg(0), &layout()));
     0
 }
 
 #[btf_tracepoint(function = "block_rq_merge")]
 pub fn disk_btf_rq_merge(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct request *rq)
-    let (key, _) = request(ctx.arg(0), &layout());
-    if let Some(slot) = find(&key) {
+    if let Some(slot) = find(&request(ctx.arg(0), &layout())) {
         // SAFETY: `slot` points into a live array map value.
         unsafe { free(slot) };
     }
@@ -145,11 +142,20 @@ pub fn disk_btf_rq_merge(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "block_rq_complete")]
 pub fn disk_btf_rq_complete(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+    let rq: *const u8 = ctx.arg(0);
     let layout = layout();
-    let (key, flags) = request(ctx.arg(0), &layout);
+    // SAFETY: as in `request`.
+    let flags =
+        unsafe { core::ptr::read_volatile(rq.add(layout.cmd_flags as usize).cast::<u32>()) };
     let failed = ctx.arg::<u64>(1) as u8 != 0;
     let bytes = u64::from(ctx.arg::<u64>(2) as u32);
-    let _ = complete(&ctx, key, key.dev, layout.op_of(flags), bytes, failed);
+    let _ = complete(
+        &ctx,
+        request(rq, &layout),
+        layout.op_of(flags),
+        bytes,
+        failed,
+    );
     0
 }
 
@@ -159,19 +165,18 @@ fn layout() -> RequestLayout {
     unsafe { core::ptr::read_volatile(&DISK_REQUEST_LAYOUT) }
 }
 
-/// The (device, sector) of request `rq`, as the tracepoints report them,
-/// and its `cmd_flags`. A BTF-typed pointer cannot be used as a number
+/// The (device, sector) of request `rq`, as the tracepoints report them.
+/// A BTF-typed pointer cannot be used as a number
 /// (the kernel keeps programs from computing with kernel addresses), so
 /// requests are known by their contents, as with classic tracepoints.
 #[inline(always)]
-fn request(rq: *const u8, layout: &RequestLayout) -> (RequestKey, u32) {
+fn request(rq: *const u8, layout: &RequestLayout) -> RequestKey {
     // SAFETY: `rq` is the request the tracepoint is about, typed by the
     // kernel's BTF, as are the queue and disk it points to; the offsets are
     // those members' in this kernel's BTF, and the kernel checks each load
     // against it when it loads the program (a load through a pointer that
     // turns out to be bad reads 0 rather than faulting).
     unsafe {
-        let flags = core::ptr::read_volatile(rq.add(layout.cmd_flags as usize).cast::<u32>());
         let sector = core::ptr::read_volatile(rq.add(layout.sector as usize).cast::<u64>());
         let queue = core::ptr::read_volatile(rq.add(layout.q as usize).cast::<*const u8>());
         let disk = core::ptr::read_volatile(queue.add(layout.disk as usize).cast::<*const u8>());
@@ -184,14 +189,11 @@ fn request(rq: *const u8, layout: &RequestLayout) -> (RequestKey, u32) {
                 core::ptr::read_volatile(disk.add(layout.first_minor as usize).cast::<u32>()),
             )
         };
-        (
-            RequestKey {
-                dev,
-                _pad: 0,
-                sector,
-            },
-            flags,
-        )
+        RequestKey {
+            dev,
+            _pad: 0,
+            sector,
+        }
     }
 }
 
@@ -446,23 +448,15 @@ fn rq_complete(ctx: &TracePointContext) -> Option<()> {
     let nr_sector = record.at::<u32>(f.complete_nr_sector)?;
     let error = record.at::<i32>(f.complete_error)?;
     let op = record.op(f.complete_rwbs)?;
-    complete(
-        ctx,
-        key,
-        key.dev,
-        op,
-        u64::from(nr_sector) * 512,
-        error != 0,
-    )
+    complete(ctx, key, op, u64::from(nr_sector) * 512, error != 0)
 }
 
-/// Counts the completion of request `key` of disk `dev`, of `bytes`, for
-/// the cgroup that submitted it.
+/// Counts the completion of request `key`, of `bytes`, for the cgroup that
+/// submitted it.
 #[inline(always)]
 fn complete<C: EbpfContext>(
     ctx: &C,
     key: RequestKey,
-    dev: u32,
     op: u32,
     bytes: u64,
     failed: bool,
@@ -483,7 +477,11 @@ fn complete<C: EbpfContext>(
         None if bytes == 0 && op != OP_FLUSH => return Some(()),
         None => UNMATCHED,
     };
-    let series = DiskKey { cgroup, dev, op };
+    let series = DiskKey {
+        cgroup,
+        dev: key.dev,
+        op,
+    };
     // A request that failed before it was issued has no latency.
     let latency = started
         .filter(|entry| entry.issued_ns != 0)

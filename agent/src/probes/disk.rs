@@ -4,8 +4,6 @@
 //! probes, and reads the per-(cgroup, device, op) histograms and counters
 //! when scraped.
 
-use std::path::Path;
-
 use agent_ebpf::disk::{
     BlockFields, DiskKey, DiskSeries, RequestLayout, SERIES_MAP, record_prefix,
 };
@@ -107,10 +105,9 @@ const RAW_PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// Where the raw programs find a request's device and op in this kernel,
-/// from its BTF at `path`: the members' offsets, the op's bits and values in
+/// from its BTF: the members' offsets, the op's bits and values in
 /// `cmd_flags`, and that every tracepoint passes the request first.
-pub fn request_layout(path: &Path) -> Result<RequestLayout, String> {
-    let btf = Btf::read(path).map_err(|e| e.to_string())?;
+pub fn request_layout(btf: &Btf) -> Result<RequestLayout, String> {
     for (_, tracepoint) in RAW_PROGRAMS {
         let arg = btf
             .tracepoint_arg_struct(tracepoint, 0)
@@ -130,7 +127,7 @@ pub fn request_layout(path: &Path) -> Result<RequestLayout, String> {
             Err(format!(
                 "{name}.{member} is {} bytes in the kernel's BTF {}, not {size}",
                 found.size,
-                path.display()
+                btf.path().display()
             ))
         }
     };
@@ -171,23 +168,21 @@ pub fn attach(
     layout: &Result<RequestLayout, String>,
     btf: Result<&aya::Btf, &String>,
 ) -> Result<AttachMode, String> {
-    let raw = |ebpf: &mut Ebpf| {
-        layout.as_ref().map_err(Clone::clone)?;
-        super::attach_btf_all(ebpf, &RAW_PROGRAMS, btf.map_err(Clone::clone)?)
-            .map(|()| AttachMode::Raw)
-    };
-    let classic = |ebpf: &mut Ebpf| {
-        fields.as_ref().map_err(Clone::clone)?;
-        super::attach_tracepoints_all(ebpf, &PROGRAMS).map(|()| AttachMode::Tracepoint)
-    };
-    match mode {
-        AttachMode::Raw => raw(ebpf),
-        AttachMode::Tracepoint => classic(ebpf),
-        AttachMode::Auto => raw(ebpf).or_else(|why| {
-            tracing::info!("disk: {why}; using classic tracepoints");
-            classic(ebpf)
-        }),
-    }
+    let raw_usable = layout.as_ref().map(|_| ()).map_err(Clone::clone);
+    super::attach_raw_or_classic(
+        ebpf,
+        PROBE,
+        mode,
+        raw_usable.clone(),
+        &|ebpf| {
+            raw_usable.clone()?;
+            super::attach_btf_all(ebpf, &RAW_PROGRAMS, btf.map_err(Clone::clone)?)
+        },
+        &|ebpf| {
+            fields.as_ref().map_err(Clone::clone)?;
+            super::attach_tracepoints_all(ebpf, &PROGRAMS)
+        },
+    )
 }
 
 /// One scrape's disk series, as read from the kernel (buffers reused).
@@ -417,10 +412,14 @@ mod tests {
         path
     }
 
+    fn layout_of(path: &Path) -> Result<RequestLayout, String> {
+        request_layout(&Btf::read(path).expect("the fixture parses"))
+    }
+
     #[test]
     fn the_raw_programs_take_the_requests_layout_from_btf() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let layout = request_layout(&block_btf(dir.path(), "request", 4)).expect("layout");
+        let layout = layout_of(&block_btf(dir.path(), "request", 4)).expect("layout");
         assert_eq!(
             layout,
             RequestLayout {
@@ -444,8 +443,7 @@ mod tests {
     #[test]
     fn a_kernel_whose_tracepoints_pass_the_queue_first_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err =
-            request_layout(&block_btf(dir.path(), "request_queue", 4)).expect_err("before 5.11");
+        let err = layout_of(&block_btf(dir.path(), "request_queue", 4)).expect_err("before 5.11");
         assert!(
             err.contains("block_rq_insert passes a struct request_queue first"),
             "{err}"
@@ -455,7 +453,7 @@ mod tests {
     #[test]
     fn a_member_of_another_size_is_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = request_layout(&block_btf(dir.path(), "request", 8)).expect_err("8-byte flags");
+        let err = layout_of(&block_btf(dir.path(), "request", 8)).expect_err("8-byte flags");
         assert!(err.contains("request.cmd_flags is 8 bytes"), "{err}");
     }
 
@@ -466,7 +464,7 @@ mod tests {
             eprintln!("skipped: {} does not exist on this kernel", path.display());
             return;
         }
-        let layout = request_layout(path).expect("this kernel's request layout");
+        let layout = layout_of(path).expect("this kernel's request layout");
         assert_eq!(
             (layout.op_read, layout.op_write, layout.op_flush),
             (0, 1, 2)

@@ -181,28 +181,36 @@ impl Probes {
             Some(tracefs) => disk::field_offsets(tracefs).map_err(|e| e.to_string()),
             None => Err("tracefs is not available".to_owned()),
         });
-        let request_layout = if !enabled.contains(&Signal::Disk) {
-            Err("the disk probes are off".to_owned())
-        } else if options.disk_attach == AttachMode::Tracepoint {
-            Err("classic tracepoints were asked for".to_owned())
-        } else {
-            disk::request_layout(Path::new(crate::btf::VMLINUX))
+        let wants_sched_info = enabled.contains(&Signal::Runqueue)
+            && options.runqueue_source != runqueue::Source::Timestamps;
+        let wants_raw_disk =
+            enabled.contains(&Signal::Disk) && options.disk_attach != AttachMode::Tracepoint;
+        // Offsets in kernel structs, from the kernel's BTF, read once.
+        let btf = (wants_sched_info || wants_raw_disk).then(|| {
+            crate::btf::Btf::read(Path::new(crate::btf::VMLINUX)).map_err(|e| e.to_string())
+        });
+        let request_layout = match &btf {
+            Some(btf) if wants_raw_disk => btf
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(disk::request_layout),
+            _ if !enabled.contains(&Signal::Disk) => Err("the disk probes are off".to_owned()),
+            _ => Err("classic tracepoints were asked for".to_owned()),
         };
+        let sched_info = match &btf {
+            Some(btf) if wants_sched_info => {
+                runqueue::sched_info_offset(btf.as_ref(), Path::new("/proc/self/schedstat"))
+            }
+            _ if !enabled.contains(&Signal::Runqueue) => {
+                Err("the run-queue probes are off".to_owned())
+            }
+            _ => Err("timestamps were asked for".to_owned()),
+        };
+        drop(btf);
 
-        // The loader reads the kernel's BTF for itself, the run-queue probes
-        // for sched_info's offset: both copies are freed once loaded (see
-        // `startup::release_freed_memory`).
+        // The loader reads the kernel's BTF for itself (all copies are freed
+        // once loaded: see `startup::release_freed_memory`).
         let mut loader = EbpfLoader::new();
-        let sched_info = if !enabled.contains(&Signal::Runqueue) {
-            Err("the run-queue probes are off".to_owned())
-        } else if options.runqueue_source == runqueue::Source::Timestamps {
-            Err("timestamps were asked for".to_owned())
-        } else {
-            runqueue::sched_info_offset(
-                Path::new(crate::btf::VMLINUX),
-                Path::new("/proc/self/schedstat"),
-            )
-        };
         loader
             .map_max_entries(agent_ebpf::runqueue::TASKS_MAP, options.max_tasks)
             .map_max_entries(agent_ebpf::runqueue::HIST_MAP, options.max_cgroups)
@@ -255,11 +263,15 @@ impl Probes {
         // Its copy of the kernel's BTF goes before the next one is read.
         drop(loader);
         // Types for the BTF tracepoints, which the kernel checks their loads
-        // against; read once, freed when every signal is attached.
-        let kernel_btf = match (&sched_info, &request_layout) {
-            (Ok(_), _) | (_, Ok(_)) => aya::Btf::from_sys_fs()
+        // against; read once, freed when every signal is attached. Classic
+        // tracepoints need none.
+        let btf_tracepoints = (sched_info.is_ok()
+            && options.runqueue_attach != AttachMode::Tracepoint)
+            || request_layout.is_ok();
+        let kernel_btf = match btf_tracepoints {
+            true => aya::Btf::from_sys_fs()
                 .map_err(|e| format!("the kernel's BTF ({}): {e}", crate::btf::VMLINUX)),
-            _ => Err("no probe needs the kernel's BTF".to_owned()),
+            false => Err("no probe needs the kernel's BTF".to_owned()),
         };
 
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -462,6 +474,42 @@ pub(crate) fn attach_raw_all(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Resu
         unload_all::<RawTracePoint>(ebpf, programs.iter().map(|(program, _)| *program));
     }
     attached
+}
+
+/// Attaches a signal's `raw` or `classic` programs as `mode` asks; `auto`
+/// tries raw ones where `raw_usable` allows, and falls back to classic ones,
+/// logging why for `probe`. Returns how they attached.
+pub(crate) fn attach_raw_or_classic(
+    ebpf: &mut Ebpf,
+    probe: &str,
+    mode: AttachMode,
+    raw_usable: Result<(), String>,
+    raw: &dyn Fn(&mut Ebpf) -> Result<(), String>,
+    classic: &dyn Fn(&mut Ebpf) -> Result<(), String>,
+) -> Result<AttachMode, String> {
+    let attach_classic = |ebpf: &mut Ebpf| classic(ebpf).map(|()| AttachMode::Tracepoint);
+    match mode {
+        AttachMode::Tracepoint => attach_classic(ebpf),
+        AttachMode::Raw => raw(ebpf).map(|()| AttachMode::Raw),
+        AttachMode::Auto => {
+            let raw_attached = match raw_usable {
+                Ok(()) => raw(ebpf).inspect_err(|why| {
+                    tracing::warn!(
+                        probe,
+                        "raw tracepoints failed ({why}); using classic tracepoints"
+                    );
+                }),
+                Err(why) => {
+                    tracing::info!(probe, "{why}; using classic tracepoints");
+                    Err(why)
+                }
+            };
+            match raw_attached {
+                Ok(()) => Ok(AttachMode::Raw),
+                Err(_) => attach_classic(ebpf),
+            }
+        }
+    }
 }
 
 /// Loads and attaches BTF-typed raw tracepoint programs, (program,

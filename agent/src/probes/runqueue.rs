@@ -53,12 +53,15 @@ impl Source {
     }
 }
 
-/// Where the kernel's `sched_info` lies in `task_struct`, from the BTF at
-/// `btf`; and whether the kernel keeps it, from `schedstat` (a
-/// `/proc/<pid>/schedstat` of a task that has run, so switched in at least
+/// Where the kernel's `sched_info` lies in `task_struct`, from its BTF
+/// `btf` (or why that could not be read); and whether the kernel keeps it,
+/// from `schedstat` (a `/proc/<pid>/schedstat` of a task that has run, so switched in at least
 /// once: kernels before 5.14 keep it only with delay accounting or
 /// schedstats on, and print `0 0 0` without).
-pub fn sched_info_offset(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset, String> {
+pub fn sched_info_offset(
+    btf: Result<&Btf, &String>,
+    schedstat: &Path,
+) -> Result<SchedInfoOffset, String> {
     let text = fs::read_to_string(schedstat).map_err(|e| {
         format!(
             "the kernel keeps no sched_info ({}: {e})",
@@ -83,7 +86,7 @@ pub fn sched_info_offset(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset
             ));
         }
     }
-    let btf = Btf::read(btf).map_err(|e| e.to_string())?;
+    let btf = btf.map_err(Clone::clone)?;
     let member = |name, member| btf.member(name, member).map_err(|e| e.to_string());
     let in_task = member("task_struct", "sched_info")?;
     let pcount = member("sched_info", "pcount")?;
@@ -92,7 +95,7 @@ pub fn sched_info_offset(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset
         return Err(format!(
             "sched_info's pcount ({pcount:?}) and run_delay ({run_delay:?}) are not two \
              adjacent 8-byte counters in the kernel's BTF {}",
-            crate::btf::VMLINUX
+            btf.path().display()
         ));
     }
     let offset = in_task
@@ -215,13 +218,13 @@ pub fn attach(
     let with_sched_info = |ebpf: &mut Ebpf| {
         sched_info.as_ref().map_err(Clone::clone)?;
         // Only timestamps need `prev_state` as a raw tracepoint argument.
-        let mode = raw_or_classic(
+        let mode = super::attach_raw_or_classic(
             ebpf,
+            PROBE,
             mode,
             Ok(()),
             &|ebpf| attach_sched_info_raw(ebpf, btf),
-            &INFO_PROGRAMS,
-            fields,
+            &|ebpf| attach_classic(ebpf, &INFO_PROGRAMS, fields),
         )?;
         Ok(Attached {
             mode,
@@ -229,13 +232,13 @@ pub fn attach(
         })
     };
     let with_timestamps = |ebpf: &mut Ebpf| {
-        let mode = raw_or_classic(
+        let mode = super::attach_raw_or_classic(
             ebpf,
+            PROBE,
             mode,
             raw_supported(),
             &|ebpf| super::attach_raw_all(ebpf, &RAW_PROGRAMS),
-            &PROGRAMS,
-            fields,
+            &|ebpf| attach_classic(ebpf, &PROGRAMS, fields),
         )?;
         Ok(Attached {
             mode,
@@ -252,39 +255,14 @@ pub fn attach(
     }
 }
 
-/// Attaches `raw` or `classic` programs as `mode` asks; `auto` tries raw
-/// ones where `raw_usable` allows, and falls back to classic ones.
-fn raw_or_classic(
+/// Classic tracepoint programs, where their fields' offsets are known.
+fn attach_classic(
     ebpf: &mut Ebpf,
-    mode: AttachMode,
-    raw_usable: Result<(), String>,
-    raw: &dyn Fn(&mut Ebpf) -> Result<(), String>,
-    classic: &[(&'static str, &str, &str)],
+    programs: &[(&'static str, &str, &str)],
     fields: &Result<SchedFields, String>,
-) -> Result<AttachMode, String> {
-    let attach_classic = |ebpf: &mut Ebpf| {
-        fields.as_ref().map_err(Clone::clone)?;
-        super::attach_tracepoints_all(ebpf, classic).map(|()| AttachMode::Tracepoint)
-    };
-    match mode {
-        AttachMode::Tracepoint => attach_classic(ebpf),
-        AttachMode::Raw => raw(ebpf).map(|()| AttachMode::Raw),
-        AttachMode::Auto => {
-            let raw_attached = match raw_usable {
-                Ok(()) => raw(ebpf).inspect_err(|why| {
-                    tracing::warn!("raw tracepoints failed ({why}); using classic tracepoints");
-                }),
-                Err(why) => {
-                    tracing::info!("{why}; using classic tracepoints");
-                    Err(why)
-                }
-            };
-            match raw_attached {
-                Ok(()) => Ok(AttachMode::Raw),
-                Err(_) => attach_classic(ebpf),
-            }
-        }
-    }
+) -> Result<(), String> {
+    fields.as_ref().map_err(Clone::clone)?;
+    super::attach_tracepoints_all(ebpf, programs)
 }
 
 /// The `sched_info` programs on raw tracepoints: the BTF-typed one, which
@@ -360,12 +338,17 @@ mod tests {
         path
     }
 
+    fn offset_in(btf: &Path, schedstat: &Path) -> Result<SchedInfoOffset, String> {
+        let btf = Btf::read(btf).map_err(|e| e.to_string());
+        sched_info_offset(btf.as_ref(), schedstat)
+    }
+
     const SCHED_INFO: &[(&str, u32)] = &[("pcount", 0), ("run_delay", 64), ("last_arrival", 128)];
 
     #[test]
     fn finds_sched_info_in_the_kernels_btf() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let offset = sched_info_offset(
+        let offset = offset_in(
             &kernel(dir.path(), SCHED_INFO),
             &schedstat(dir.path(), "1154335 0 1\n"),
         );
@@ -376,18 +359,17 @@ mod tests {
     fn a_kernel_that_keeps_no_sched_info_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let btf = kernel(dir.path(), SCHED_INFO);
-        let off = sched_info_offset(&btf, &schedstat(dir.path(), "0 0 0\n")).expect_err("off");
+        let off = offset_in(&btf, &schedstat(dir.path(), "0 0 0\n")).expect_err("off");
         assert!(
             off.contains("does not keep sched_info") && off.contains("delay accounting"),
             "{off}"
         );
-        let absent = sched_info_offset(&btf, &dir.path().join("none")).expect_err("absent");
+        let absent = offset_in(&btf, &dir.path().join("none")).expect_err("absent");
         assert!(
             absent.contains("keeps no sched_info") && absent.contains("none"),
             "{absent}"
         );
-        let garbled =
-            sched_info_offset(&btf, &schedstat(dir.path(), "12 x\n")).expect_err("garbled");
+        let garbled = offset_in(&btf, &schedstat(dir.path(), "12 x\n")).expect_err("garbled");
         assert!(garbled.starts_with("malformed"), "{garbled}");
     }
 
@@ -399,10 +381,10 @@ mod tests {
             dir.path(),
             &[("pcount", 0), ("last_arrival", 64), ("run_delay", 128)],
         );
-        let err = sched_info_offset(&apart, &stat).expect_err("not adjacent");
+        let err = offset_in(&apart, &stat).expect_err("not adjacent");
         assert!(err.contains("not two adjacent 8-byte counters"), "{err}");
         let without = kernel(dir.path(), &[("pcount", 0)]);
-        let err = sched_info_offset(&without, &stat).expect_err("no run_delay");
+        let err = offset_in(&without, &stat).expect_err("no run_delay");
         assert!(err.contains("has no member run_delay"), "{err}");
     }
 
