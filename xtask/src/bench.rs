@@ -330,7 +330,7 @@ fn measure(
             "tracepoint",
             &["--runqueue-source", "timestamps"],
         )?),
-        Condition::Bpftrace => Some(start_bpftrace()?),
+        Condition::Bpftrace => Some(start_bpftrace("runqlat", RUNQLAT_BT)?),
     };
     let baseline = format!("{}-{}", condition.name(), round);
     run_checked(
@@ -418,9 +418,16 @@ pub(crate) fn scraped_sum(port: u16, series: &str) -> anyhow::Result<u64> {
         .sum())
 }
 
-fn start_bpftrace() -> anyhow::Result<Started> {
-    let script = std::env::temp_dir().join(format!("stallwatch-runqlat-{}.bt", std::process::id()));
-    fs::write(&script, RUNQLAT_BT).with_context(|| format!("writing {}", script.display()))?;
+/// Starts bpftrace on `text`, a script (`name` names its file), and returns
+/// once its probes are attached.
+pub(crate) fn start_bpftrace(name: &str, text: &str) -> anyhow::Result<Started> {
+    let file_name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let script =
+        std::env::temp_dir().join(format!("stallwatch-{file_name}-{}.bt", std::process::id()));
+    fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
     let mut child = Command::new("bpftrace")
         .arg(&script)
         .stdout(Stdio::piped())

@@ -12,7 +12,9 @@
 //! per arm, with a distribution-free 95 % confidence interval for it, and
 //! whether the whole interval clears the load's goal: on a machine this
 //! noisy, a median alone can land on either side of a goal a few percent
-//! wide by chance. A control arm ([`CONTROL`]) checks the method itself.
+//! wide by chance. A control arm ([`CONTROL`]) checks the method itself,
+//! and a reference arm ([`Tracer::Bpftrace`]) runs a tool nobody here wrote
+//! on the same load, so the agent's cost can be read against it.
 
 use std::{
     fs,
@@ -24,17 +26,28 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::bench::{BenchArgs, Started, median, start_agent};
+use crate::bench::{BenchArgs, Started, median, start_agent, start_bpftrace};
 
-/// An arm: its name, and the agent's flags (`None`: no agent).
-pub type Arm = (&'static str, Option<&'static [&'static str]>);
+/// What an arm runs beside the load.
+#[derive(Debug, Clone, Copy)]
+pub enum Tracer {
+    /// Nothing: the windows every other arm is compared with.
+    None,
+    /// The agent, with these flags.
+    Agent(&'static [&'static str]),
+    /// A bpftrace script (its text), as a reference.
+    Bpftrace(&'static str),
+}
+
+/// An arm: its name, and what it runs.
+pub type Arm = (&'static str, Tracer);
 
 /// The control arm: the agent with only the reclaim probes, which fire on
 /// direct and cgroup reclaim, never under these loads. It is started,
 /// loaded, stopped and unloaded like every other arm, so its ratio is the
 /// method's own bias on this machine (an A/A comparison): it should come
 /// out at 1, within its interval.
-pub const CONTROL: Arm = ("control", Some(&["--probes", "reclaim"]));
+pub const CONTROL: Arm = ("control", Tracer::Agent(&["--probes", "reclaim"]));
 
 /// A load, higher is better (IOPS, bits/s, requests/s).
 pub struct Load<'a> {
@@ -60,7 +73,7 @@ struct Window {
 
 /// Measures every load under every arm, `args.windows` windows each, and
 /// prints each window and the medians. `arms[0]` must be the arm without
-/// the agent. `check` runs while the agent of an arm (but the control's)
+/// tracing. `check` runs while the agent of an arm (but the control's)
 /// still runs, to prove its probes saw the load.
 pub fn compare(
     part: &str,
@@ -81,13 +94,16 @@ pub fn compare(
         thread::sleep(WARM_UP);
         let mut windows = vec![measure(load, &mut running, 0, window)?];
         for round in 0..args.windows {
-            for (arm, (arm_name, flags)) in arms.iter().enumerate().skip(1) {
-                let flags = flags.context("only the first arm runs without the agent")?;
-                let started = start_agent(agent, args.port, "auto", flags)?;
+            for (arm, (arm_name, tracer)) in arms.iter().enumerate().skip(1) {
+                let started = match tracer {
+                    Tracer::None => bail!("only the first arm runs without tracing"),
+                    Tracer::Agent(flags) => start_agent(agent, args.port, "auto", flags)?,
+                    Tracer::Bpftrace(script) => start_bpftrace(arm_name, script)?,
+                };
                 thread::sleep(SETTLE);
                 let with = measure(load, &mut running, arm, window)?;
                 // The control's probes see nothing of the load, by design.
-                if *arm_name != CONTROL.0 {
+                if matches!(tracer, Tracer::Agent(_)) && *arm_name != CONTROL.0 {
                     check(args.port)?;
                 }
                 drop(started);
@@ -350,9 +366,18 @@ pub fn with_bpf_stats<T>(
     flags: &[&str],
     load: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, Vec<ProgramStats>, Started)> {
+    with_bpf_stats_of(|| start_agent(agent, args.port, "auto", flags), load)
+}
+
+/// As [`with_bpf_stats`], for the tracer `start` starts (the agent, or
+/// bpftrace).
+pub fn with_bpf_stats_of<T>(
+    start: impl FnOnce() -> anyhow::Result<Started>,
+    load: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Vec<ProgramStats>, Started)> {
     const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = fs::read_to_string(STATS).with_context(|| format!("reading {STATS}"))?;
-    let started = start_agent(agent, args.port, "auto", flags)?;
+    let started = start()?;
     fs::write(STATS, "1").with_context(|| format!("writing {STATS}"))?;
     let result = load();
     let programs = program_stats(started.child.id());

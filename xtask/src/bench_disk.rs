@@ -6,8 +6,9 @@
 //! every request pays the probes' cost in full) and once with 16 requests in
 //! flight (`libaio`). Each runs without a break while the agent, with its
 //! disk probes alone or whole, is switched on and off around it
-//! ([`crate::bench_arms`]); IOPS are the reads the file's block device
-//! completed in each window, from its `stat` file in sysfs.
+//! ([`crate::bench_arms`]), as is bpftrace with two scripts for reference;
+//! IOPS are the reads the file's block device completed in each window,
+//! from its `stat` file in sysfs.
 
 use std::{
     fs,
@@ -19,8 +20,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench::{BenchArgs, scraped_sum},
-    bench_arms::{self, Arm, Load},
+    bench::{BenchArgs, scraped_sum, start_bpftrace},
+    bench_arms::{self, Arm, Load, Tracer},
 };
 
 /// Issue #5's bar: the agent costs at most 3 % of IOPS.
@@ -30,16 +31,26 @@ const GOAL: f64 = 0.97;
 const WORKLOADS: [(&str, &str, u32); 2] =
     [("psync qd1", "psync", 1), ("libaio qd16", "libaio", 16)];
 
-/// (name, the agent's extra flags, or no agent). The disk probes alone are
-/// what this signal costs; the whole agent adds the run-queue probes, which
-/// fire on the context switches every synchronous request makes. The
-/// control loads and unloads the agent like the others, with only probes
-/// that this load never fires ([`bench_arms::CONTROL`]).
-const ARMS: [Arm; 4] = [
-    ("no-tracing", None),
-    ("disk probes", Some(&["--probes", "disk"])),
-    ("whole agent", Some(&[])),
+/// What biolatency measures, for the node: the least a tracer can do.
+const BIOLATENCY_BT: &str = include_str!("biolatency.bt");
+
+/// bpftrace keeping the disk probes' series.
+const DISKLAT_BT: &str = include_str!("disklat.bt");
+
+/// The disk probes alone are what this signal costs; the whole agent adds
+/// the run-queue probes, which fire on the context switches every
+/// synchronous request makes. The control loads and unloads the agent like
+/// the others, with only probes that this load never fires
+/// ([`bench_arms::CONTROL`]). Two bpftrace references put the goal in
+/// proportion: what biolatency does, one histogram for the node, and the
+/// same series as the disk probes.
+const ARMS: [Arm; 6] = [
+    ("no-tracing", Tracer::None),
+    ("disk probes", Tracer::Agent(&["--probes", "disk"])),
+    ("whole agent", Tracer::Agent(&[])),
     bench_arms::CONTROL,
+    ("bt biolatency", Tracer::Bpftrace(BIOLATENCY_BT)),
+    ("bt same series", Tracer::Bpftrace(DISKLAT_BT)),
 ];
 
 pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
@@ -102,21 +113,54 @@ fn device_stat(file: &Path) -> anyhow::Result<PathBuf> {
 
 /// The disk probes' own run time per request, as the kernel counts it with
 /// `kernel.bpf_stats_enabled`: a steadier figure than an IOPS ratio on a
-/// noisy machine. Measured in a separate run, since counting costs a little.
+/// noisy machine. Measured in a separate run, since counting costs a little;
+/// then the same for the bpftrace references.
 fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()> {
     let (iops, programs, started) =
         bench_arms::with_bpf_stats(agent, args, &["--probes", "disk"], || {
-            fio(file, "psync", 1, args.measurement_secs)
+            fio_counted(file, args.measurement_secs)
         })?;
-    let requests = disk_requests(args.port)?;
+    let counted = disk_requests(args.port)?;
     drop(started);
-    let run_ns: u64 = programs.iter().map(|p| p.run_ns).sum();
-    if requests == 0 || programs.is_empty() {
-        bail!("the agent's disk probes did not run during the measurement");
+    if counted == 0 {
+        bail!("the agent's disk probes counted no requests during the measurement");
     }
-    let per_request = run_ns as f64 / requests as f64;
+    print_run_time("disk probes", &programs, iops)?;
+    for (name, tracer) in &ARMS {
+        if let Tracer::Bpftrace(script) = tracer {
+            let (iops, programs, _bpftrace) = bench_arms::with_bpf_stats_of(
+                || start_bpftrace(name, script),
+                || fio_counted(file, args.measurement_secs),
+            )?;
+            print_run_time(name, &programs, iops)?;
+        }
+    }
+    Ok(())
+}
+
+/// fio psync qd1 for `secs` seconds: its IOPS, and the reads the file's
+/// device completed meanwhile.
+fn fio_counted(file: &Path, secs: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = device_stat(file)?;
+    let before = bench_arms::first_number(&stat)?;
+    let iops = fio(file, "psync", 1, secs)?;
+    Ok((iops, bench_arms::first_number(&stat)? - before))
+}
+
+/// Prints the run time per request of `programs` (a tracer's, over a fio
+/// run of `iops` that completed `requests`).
+fn print_run_time(
+    tracer: &str,
+    programs: &[bench_arms::ProgramStats],
+    (iops, requests): (f64, f64),
+) -> anyhow::Result<()> {
+    let run_ns: u64 = programs.iter().map(|p| p.run_ns).sum();
+    if requests <= 0.0 || programs.is_empty() {
+        bail!("{tracer}: no programs ran, or no requests completed, during the measurement");
+    }
+    let per_request = run_ns as f64 / requests;
     println!(
-        "disk probes' run time (kernel.bpf_stats_enabled): {per_request:.0} ns per request over {requests} requests \
+        "run time of the {tracer} (kernel.bpf_stats_enabled): {per_request:.0} ns per request over {requests:.0} requests \
          ({} programs), {:.1} % of a psync qd1 request's {:.1} µs at {iops:.0} IOPS",
         programs.len(),
         per_request / (1e9 / iops) * 100.0,

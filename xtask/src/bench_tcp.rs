@@ -29,15 +29,15 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     bench::{BenchArgs, Started, scraped_sum},
-    bench_arms::{self, Arm, Load},
+    bench_arms::{self, Arm, Load, Tracer},
 };
 
 /// As in [`crate::bench_disk`]: without the agent, with this signal's
 /// probes, with the whole agent, and the control.
 const ARMS: [Arm; 4] = [
-    ("no-tracing", None),
-    ("tcp probes", Some(&["--probes", "tcp"])),
-    ("whole agent", Some(&[])),
+    ("no-tracing", Tracer::None),
+    ("tcp probes", Tracer::Agent(&["--probes", "tcp"])),
+    ("whole agent", Tracer::Agent(&[])),
     bench_arms::CONTROL,
 ];
 
