@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use crate::{cargo, run_checked};
 
 const BENCH_ID: &str = "pipe_ping_pong_round_trip";
-const RUNQLAT_BT: &str = include_str!("runqlat.bt");
+pub(crate) const RUNQLAT_BT: &str = include_str!("runqlat.bt");
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

@@ -33,12 +33,15 @@ use crate::{
 };
 
 /// As in [`crate::bench_disk`]: without the agent, with this signal's
-/// probes, with the whole agent, and the control.
-const ARMS: [Arm; 4] = [
+/// probes, with the whole agent, and the control; and for reference
+/// bpftrace keeping the run-queue histogram per cgroup, the part of the
+/// whole agent that wrk's context switches cost most.
+const ARMS: [Arm; 5] = [
     ("no-tracing", Tracer::None),
     ("tcp probes", Tracer::Agent(&["--probes", "tcp"])),
     ("whole agent", Tracer::Agent(&[])),
     bench_arms::CONTROL,
+    ("bt runqlat", Tracer::Bpftrace(crate::bench::RUNQLAT_BT)),
 ];
 
 /// Issue #6's bar: the agent costs at most 5 % of either load.
