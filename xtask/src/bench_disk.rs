@@ -88,7 +88,7 @@ pub fn run(root: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    probe_time(agent, args, &file)?;
+    probe_time(agent, args, &file, &stat)?;
     println!();
     Ok(())
 }
@@ -115,10 +115,10 @@ fn device_stat(file: &Path) -> anyhow::Result<PathBuf> {
 /// `kernel.bpf_stats_enabled`: a steadier figure than an IOPS ratio on a
 /// noisy machine. Measured in a separate run, since counting costs a little;
 /// then the same for the bpftrace references.
-fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()> {
+fn probe_time(agent: &Path, args: &BenchArgs, file: &Path, stat: &Path) -> anyhow::Result<()> {
     let (iops, programs, started) =
         bench_arms::with_bpf_stats(agent, args, &["--probes", "disk"], || {
-            fio_counted(file, args.measurement_secs)
+            fio_counted(file, stat, args.measurement_secs)
         })?;
     let counted = disk_requests(args.port)?;
     drop(started);
@@ -130,7 +130,7 @@ fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()>
         if let Tracer::Bpftrace(script) = tracer {
             let (iops, programs, _bpftrace) = bench_arms::with_bpf_stats_of(
                 || start_bpftrace(name, script),
-                || fio_counted(file, args.measurement_secs),
+                || fio_counted(file, stat, args.measurement_secs),
             )?;
             print_run_time(name, &programs, iops)?;
         }
@@ -138,13 +138,12 @@ fn probe_time(agent: &Path, args: &BenchArgs, file: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-/// fio psync qd1 for `secs` seconds: its IOPS, and the reads the file's
-/// device completed meanwhile.
-fn fio_counted(file: &Path, secs: u32) -> anyhow::Result<(f64, f64)> {
-    let stat = device_stat(file)?;
-    let before = bench_arms::first_number(&stat)?;
+/// fio psync qd1 on `file` for `secs` seconds: its IOPS, and the reads its
+/// device completed meanwhile (from `stat`, [`device_stat`]).
+fn fio_counted(file: &Path, stat: &Path, secs: u32) -> anyhow::Result<(f64, f64)> {
+    let before = bench_arms::first_number(stat)?;
     let iops = fio(file, "psync", 1, secs)?;
-    Ok((iops, bench_arms::first_number(&stat)? - before))
+    Ok((iops, bench_arms::first_number(stat)? - before))
 }
 
 /// Prints the run time per request of `programs` (a tracer's, over a fio

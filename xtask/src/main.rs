@@ -50,7 +50,7 @@ enum Task {
     },
     /// Run the end-to-end tests in VMs on Debian's 6.1 and 6.12 kernels (pure cgroup v2).
     VmTest(vm::VmArgs),
-    /// Measure a scrape, and the agent's overhead on context switches, disk I/O (fio) and loopback TCP (iperf3, wrk), each against no tracing and against bpftrace doing the same work.
+    /// Measure a scrape, and the agent's overhead on context switches, disk I/O (fio) and loopback TCP (iperf3, wrk), each against no tracing and against bpftrace references.
     Bench(bench::BenchArgs),
     /// Set up, build, and copy the release binary to target/dist/agent, the file deploy/Containerfile copies.
     Dist,
